@@ -1,0 +1,54 @@
+//! The `notion-gateway` command line (PRODUCT.md P6).
+//!
+//! `notion-gateway` alone is `notion-gateway serve` with the embedded defaults: it listens on
+//! `127.0.0.1:8787` and forwards to `https://api.notion.com`. Flags override every other source.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Overrides;
+
+#[derive(Debug, Parser)]
+#[command(name = "notion-gateway", version, about = "A rate-limiting reverse proxy for the Notion API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub global: GlobalArgs,
+}
+
+#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Serve the gateway (the default).
+    Serve,
+    /// Validate the configuration and print the effective values, secrets redacted.
+    CheckConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// TOML configuration file (see config/notion-gateway.toml).
+    #[arg(long, global = true, value_name = "FILE", env = "NOTION_GATEWAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 127.0.0.1:8787 (server.listen).
+    #[arg(long, global = true, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Upstream base URL, e.g. https://api.notion.com (upstream.url).
+    #[arg(long, global = true, value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Log format: pretty or json (log.format).
+    #[arg(long, global = true, value_name = "FORMAT", value_parser = ["pretty", "json"])]
+    pub log_format: Option<String>,
+}
+
+impl GlobalArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            listen: self.listen.clone(),
+            upstream: self.upstream.clone(),
+            log_format: self.log_format.clone(),
+        }
+    }
+}

@@ -1,0 +1,582 @@
+//! Configuration: read from layered sources, then validated into the types the gateway uses.
+//!
+//! Precedence (PRODUCT.md P6): embedded defaults < TOML file (`--config`) < `NOTION_GATEWAY_*`
+//! environment variables (nested keys joined with `__`, e.g. `NOTION_GATEWAY_UPSTREAM__URL`) <
+//! command-line flags. [`figment`] merges the layers and remembers where each value came from,
+//! so every error names the key and its source.
+//!
+//! Two layers, as in river: [`surface`] is what serde reads (strings, human durations such as
+//! `65s`, sizes such as `21MiB`); [`Config`] is validated and never deserialized: a parsed
+//! `SocketAddr`, an upstream `Uri` without path, a resolved corporate proxy. Nothing else in the
+//! crate reads raw configuration.
+
+mod surface;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map};
+use figment::{Figment, Metadata, Profile, Provider};
+use http::{HeaderValue, Uri};
+use hyper_util::client::proxy::matcher::Matcher;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+pub use surface::RawConfig;
+
+/// Prefix of the environment variables that configure the gateway.
+pub const ENV_PREFIX: &str = "NOTION_GATEWAY_";
+
+/// Validated configuration. Build it with [`load`], or start from [`Config::default`] in tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+}
+
+/// The client-facing side.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Whole-request deadline: queueing, every upstream attempt and the wait for response
+    /// headers. Response bodies are bounded by `body_idle_timeout` instead, so long streams
+    /// (server-sent events) are not cut.
+    pub request_timeout: Duration,
+    /// How long a client connection may go without delivering a complete request head. hyper
+    /// starts this timer whenever a connection is ready for its next request, so it bounds both
+    /// slow request headers and idle keep-alive connections.
+    pub idle_timeout: Duration,
+    /// A body that makes no progress for this long, in either direction, is abandoned: a
+    /// client that stops uploading, an upstream that stops sending, a client that stops reading.
+    pub body_idle_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take before they are answered 503.
+    pub drain_timeout: Duration,
+    pub max_body: u64,
+    pub max_header_bytes: usize,
+}
+
+/// The Notion side.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Scheme and authority only (`https://api.notion.com`); request paths are appended.
+    pub base: Uri,
+    pub notion_version: HeaderValue,
+    pub connect_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    /// Certificates trusted in addition to the built-in web PKI roots.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    /// The HTTP CONNECT proxy the upstream is reached through, if any (already resolved against
+    /// `NO_PROXY`).
+    pub proxy: Option<ProxyConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `http://host:port` of the proxy, without credentials.
+    pub uri: Uri,
+    /// `Proxy-Authorization` for the CONNECT request, from the proxy URL's userinfo.
+    pub authorization: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive such as `info` or `notion_gateway=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    /// The embedded defaults, validated, without consulting the environment.
+    fn default() -> Self {
+        let figment = Figment::from(Named::new("default", Serialized::defaults(RawConfig::default())));
+        validate(&RawConfig::default(), &figment, &NoEnv)
+            .unwrap_or_else(|e| unreachable!("embedded defaults are valid: {e}"))
+    }
+}
+
+/// Values given on the command line; each one overrides every other source.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// The merged surface (for `check-config`) and its validated form.
+#[derive(Debug)]
+pub struct Loaded {
+    pub raw: RawConfig,
+    pub config: Config,
+    /// Where the effective proxy came from, for `check-config`.
+    pub proxy_origin: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {detail}")]
+    File { path: String, detail: String },
+    #[error("{0}")]
+    Surface(String),
+    #[error("invalid value for `{key}` (from {origin}): {problem}")]
+    Invalid {
+        key: &'static str,
+        origin: String,
+        problem: String,
+    },
+}
+
+/// Reads every source in precedence order and validates the result.
+pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let mut figment = Figment::from(Named::new(
+        "the embedded defaults",
+        Serialized::defaults(RawConfig::default()),
+    ));
+    if let Some(path) = &overrides.config_file {
+        check_readable(path)?;
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(
+        Env::prefixed(ENV_PREFIX)
+            .split("__")
+            // Read by the CLI itself, not configuration keys.
+            .ignore(&["config", "token"]),
+    );
+    figment = figment.merge(Named::new("a command-line flag", flag_values(overrides)));
+
+    let raw: RawConfig = figment.extract().map_err(surface_error)?;
+    let env = ProcessEnv;
+    let config = validate(&raw, &figment, &env)?;
+    let proxy_origin = match (&raw.upstream.proxy, &config.upstream.proxy) {
+        (_, None) => "none".to_string(),
+        (Some(_), Some(_)) => origin(&figment, "upstream.proxy"),
+        (None, Some(_)) => "the HTTPS_PROXY/HTTP_PROXY environment variables".to_string(),
+    };
+    Ok(Loaded {
+        raw,
+        config,
+        proxy_origin,
+    })
+}
+
+fn check_readable(path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+}
+
+fn flag_values(o: &Overrides) -> Serialized<serde_json::Value> {
+    let mut root = serde_json::Map::new();
+    let mut set = |section: &str, key: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            let entry = root
+                .entry(section.to_string())
+                .or_insert_with(|| serde_json::Value::Object(Default::default()));
+            if let serde_json::Value::Object(map) = entry {
+                map.insert(key.to_string(), serde_json::Value::String(v.clone()));
+            }
+        }
+    };
+    set("server", "listen", &o.listen);
+    set("upstream", "url", &o.upstream);
+    set("log", "format", &o.log_format);
+    Serialized::defaults(serde_json::Value::Object(root))
+}
+
+/// Formats figment's errors (unknown keys, wrong types) with the key and its source.
+fn surface_error(err: figment::Error) -> ConfigError {
+    let lines: Vec<String> = err
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from = e
+                .metadata
+                .as_ref()
+                .map(|m| describe(m, &e.path))
+                .unwrap_or_else(|| "an unknown source".into());
+            if key.is_empty() {
+                format!("{} (from {from})", e.kind)
+            } else {
+                format!("`{key}`: {} (from {from})", e.kind)
+            }
+        })
+        .collect();
+    ConfigError::Surface(format!("invalid configuration: {}", lines.join("; ")))
+}
+
+fn describe(md: &Metadata, path: &[String]) -> String {
+    let mut out = md.name.to_string();
+    if md.name.contains("environment") {
+        out = format!(
+            "environment variable {}",
+            md.interpolate(&Profile::Default, path)
+        );
+    }
+    if let Some(source) = &md.source {
+        out.push_str(&format!(" {source}"));
+    }
+    out
+}
+
+/// Where the effective value of `key` came from, e.g. "TOML file /etc/x.toml".
+fn origin(figment: &Figment, key: &str) -> String {
+    let path: Vec<String> = key.split('.').map(String::from).collect();
+    figment
+        .find_metadata(key)
+        .map(|m| describe(m, &path))
+        .unwrap_or_else(|| "the embedded defaults".into())
+}
+
+/// Reads proxy variables; a trait so [`Config::default`] and tests never see the process env.
+trait ProxyEnv {
+    fn matcher(&self) -> Option<Matcher>;
+}
+struct ProcessEnv;
+impl ProxyEnv for ProcessEnv {
+    fn matcher(&self) -> Option<Matcher> {
+        Some(Matcher::from_env())
+    }
+}
+struct NoEnv;
+impl ProxyEnv for NoEnv {
+    fn matcher(&self) -> Option<Matcher> {
+        None
+    }
+}
+
+fn validate(raw: &RawConfig, fig: &Figment, env: &dyn ProxyEnv) -> Result<Config, ConfigError> {
+    let bad = |key: &'static str, problem: String| ConfigError::Invalid {
+        key,
+        origin: origin(fig, key),
+        problem,
+    };
+    let positive = |key: &'static str, d: Duration| {
+        if d.is_zero() {
+            Err(bad(key, "must be greater than zero".into()))
+        } else {
+            Ok(d)
+        }
+    };
+
+    let s = &raw.server;
+    let listen: SocketAddr = s.listen.parse().map_err(|e| {
+        bad(
+            "server.listen",
+            format!("{e}; expected an address such as 127.0.0.1:8787"),
+        )
+    })?;
+    let max_header_bytes = usize::try_from(s.max_header_bytes.as_u64())
+        .ok()
+        .filter(|n| (1024..=MAX_HEAD_BUFFER).contains(n))
+        .ok_or_else(|| {
+            bad(
+                "server.max_header_bytes",
+                format!("must be between 1KiB and {}KiB", MAX_HEAD_BUFFER / 1024),
+            )
+        })?;
+    if s.max_body.as_u64() == 0 {
+        return Err(bad("server.max_body", "must be greater than zero".into()));
+    }
+    let server = ServerConfig {
+        listen,
+        request_timeout: positive("server.request_timeout", s.request_timeout)?,
+        idle_timeout: positive("server.idle_timeout", s.idle_timeout)?,
+        body_idle_timeout: positive("server.body_idle_timeout", s.body_idle_timeout)?,
+        drain_timeout: s.drain_timeout,
+        max_body: s.max_body.as_u64(),
+        max_header_bytes,
+    };
+
+    let u = &raw.upstream;
+    let base = parse_upstream(&u.url).map_err(|p| bad("upstream.url", p))?;
+    let notion_version = HeaderValue::from_str(u.notion_version.trim())
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            bad(
+                "upstream.notion_version",
+                "must be a non-empty header value such as 2025-09-03".into(),
+            )
+        })?;
+    let extra_roots = match &u.ca_bundle {
+        None => Vec::new(),
+        Some(p) if p.is_empty() => Vec::new(),
+        Some(path) => read_ca_bundle(path).map_err(|p| bad("upstream.ca_bundle", p))?,
+    };
+    let proxy = resolve_proxy(u, &base, env).map_err(|p| bad("upstream.proxy", p))?;
+    let upstream = UpstreamConfig {
+        base,
+        notion_version,
+        connect_timeout: positive("upstream.connect_timeout", u.connect_timeout)?,
+        attempt_timeout: positive("upstream.attempt_timeout", u.attempt_timeout)?,
+        pool_idle_timeout: positive("upstream.pool_idle_timeout", u.pool_idle_timeout)?,
+        pool_max_idle: u.pool_max_idle,
+        extra_roots,
+        proxy,
+    };
+
+    let format = match raw.log.format.as_str() {
+        "pretty" => LogFormat::Pretty,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(bad(
+                "log.format",
+                format!("`{other}` is not one of: pretty, json"),
+            ))
+        }
+    };
+    tracing_subscriber::EnvFilter::try_new(&raw.log.level)
+        .map_err(|e| bad("log.level", format!("{e}; expected e.g. info or debug")))?;
+    let log = LogConfig {
+        format,
+        level: raw.log.level.clone(),
+    };
+    Ok(Config {
+        server,
+        upstream,
+        log,
+    })
+}
+
+/// hyper reads request heads into a buffer of this size; `server.max_header_bytes` is checked
+/// by the gateway below it so that oversized heads still get a Notion-shaped 431.
+pub(crate) const MAX_HEAD_BUFFER: usize = 512 * 1024;
+
+fn parse_upstream(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => return Err(format!("`{url}` must start with https:// or http://")),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{url}` has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the upstream URL are not supported".into());
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!(
+            "`{url}` must be scheme and host only (e.g. https://api.notion.com); request paths are appended as received"
+        ));
+    }
+    Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("https"))
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn read_ca_bundle(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {path}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{path} is not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path} contains no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+fn resolve_proxy(
+    u: &surface::RawUpstream,
+    base: &Uri,
+    env: &dyn ProxyEnv,
+) -> Result<Option<ProxyConfig>, String> {
+    let matcher = match u.proxy.as_deref() {
+        Some("") => return Ok(None),
+        Some(p) => {
+            let uri: Uri = p.parse().map_err(|e| format!("not a URL: {e}"))?;
+            if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                return Err("must be http://[user:password@]host:port (an HTTP CONNECT proxy)".into());
+            }
+            Matcher::builder()
+                .all(p.to_string())
+                .no(u.no_proxy.clone().unwrap_or_default())
+                .build()
+        }
+        None => match (env.matcher(), &u.no_proxy) {
+            (None, _) => return Ok(None),
+            // An explicit no_proxy replaces NO_PROXY but keeps the env's proxy.
+            (Some(_), Some(no)) => {
+                let var = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok());
+                let https = var(&["HTTPS_PROXY", "https_proxy"]);
+                let http = var(&["HTTP_PROXY", "http_proxy"]);
+                let mut b = Matcher::builder().no(no.clone());
+                if let Some(h) = https {
+                    b = b.https(h);
+                }
+                if let Some(h) = http {
+                    b = b.http(h);
+                }
+                b.build()
+            }
+            (Some(m), None) => m,
+        },
+    };
+    Ok(matcher.intercept(base).map(|i| {
+        let uri = strip_userinfo(i.uri());
+        ProxyConfig {
+            uri,
+            authorization: i.basic_auth().cloned(),
+        }
+    }))
+}
+
+fn strip_userinfo(uri: &Uri) -> Uri {
+    let Some(auth) = uri.authority() else {
+        return uri.clone();
+    };
+    let host_port = auth.as_str().rsplit('@').next().unwrap_or(auth.as_str());
+    Uri::builder()
+        .scheme(uri.scheme_str().unwrap_or("http"))
+        .authority(host_port)
+        .path_and_query("/")
+        .build()
+        .unwrap_or_else(|_| uri.clone())
+}
+
+impl Loaded {
+    /// The effective configuration as TOML, secrets redacted: what `check-config` prints.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        if let Some(p) = raw.upstream.proxy.as_mut() {
+            *p = redact_userinfo(p);
+        }
+        let body = toml::to_string_pretty(&raw)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"));
+        let proxy = match &self.config.upstream.proxy {
+            Some(p) => format!(
+                "{} ({}; credentials {})",
+                p.uri,
+                self.proxy_origin,
+                if p.authorization.is_some() {
+                    "set, redacted"
+                } else {
+                    "none"
+                }
+            ),
+            None => "none (direct connection)".into(),
+        };
+        format!(
+            "# notion-gateway effective configuration (defaults < file < env < flags)\n\
+             # upstream reached through proxy: {proxy}\n\
+             # extra CA certificates: {}\n\n{body}",
+            self.config.upstream.extra_roots.len()
+        )
+    }
+}
+
+fn redact_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) if rest.contains('@') => {
+            let host = rest.rsplit('@').next().unwrap_or("");
+            format!("{scheme}://***:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A provider under a name of our choosing, so errors say "a command-line flag" rather than a
+/// Rust type name.
+struct Named<P> {
+    name: &'static str,
+    inner: P,
+}
+
+impl<P> Named<P> {
+    fn new(name: &'static str, inner: P) -> Self {
+        Self { name, inner }
+    }
+}
+
+impl<P: Provider> Provider for Named<P> {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(self.name)
+    }
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        self.inner.data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let fig = Figment::from(Named::new("test", Serialized::defaults(raw.clone())));
+        validate(&raw, &fig, &NoEnv)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::default();
+        assert_eq!(c.server.listen, "127.0.0.1:8787".parse().unwrap());
+        assert_eq!(c.upstream.base.to_string(), "https://api.notion.com/");
+        assert_eq!(c.upstream.notion_version, "2025-09-03");
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.upstream.attempt_timeout, Duration::from_secs(65));
+        assert_eq!(c.server.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.server.max_body, 21 * 1024 * 1024);
+        assert!(c.upstream.proxy.is_none());
+    }
+
+    #[test]
+    fn upstream_with_a_path_is_refused() {
+        let mut raw = RawConfig::default();
+        raw.upstream.url = "https://api.notion.com/v1".into();
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(err.contains("`upstream.url`"), "{err}");
+    }
+
+    #[test]
+    fn zero_timeout_is_refused_by_name() {
+        let mut raw = RawConfig::default();
+        raw.server.request_timeout = Duration::ZERO;
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(err.contains("server.request_timeout"), "{err}");
+    }
+
+    #[test]
+    fn explicit_proxy_is_resolved_with_credentials_split_off() {
+        let mut raw = RawConfig::default();
+        raw.upstream.proxy = Some("http://user:pw@127.0.0.1:3128".into());
+        let c = validate_raw(raw).unwrap();
+        let p = c.upstream.proxy.unwrap();
+        assert_eq!(p.uri.to_string(), "http://127.0.0.1:3128/");
+        assert!(p.authorization.is_some());
+    }
+
+    #[test]
+    fn no_proxy_bypasses_an_explicit_proxy() {
+        let mut raw = RawConfig::default();
+        raw.upstream.proxy = Some("http://127.0.0.1:3128".into());
+        raw.upstream.no_proxy = Some("api.notion.com".into());
+        assert!(validate_raw(raw).unwrap().upstream.proxy.is_none());
+    }
+
+    #[test]
+    fn redaction_hides_proxy_credentials() {
+        assert_eq!(
+            redact_userinfo("http://user:secret@proxy:3128"),
+            "http://***:***@proxy:3128"
+        );
+        assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
+    }
+}

@@ -1,0 +1,108 @@
+//! The configuration surface: what TOML files, `NOTION_GATEWAY_*` variables and flags can say.
+//!
+//! These types are only ever deserialized (and serialized back for `check-config`); nothing
+//! outside `config` uses them. [`super::Config`] is the validated form the rest of the gateway
+//! reads. Every key here is listed, commented, at its default in `config/notion-gateway.toml`;
+//! a test keeps the two in step.
+
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub upstream: RawUpstream,
+    pub log: RawLog,
+    /// Reserved for the shaper (`rate`, `burst`, `max_queue`, `max_wait`); no key is accepted yet.
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    pub listen: String,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    pub max_body: ByteSize,
+    pub max_header_bytes: ByteSize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8787".into(),
+            request_timeout: Duration::from_secs(58),
+            idle_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            max_body: ByteSize::mib(21),
+            max_header_bytes: ByteSize::kib(64),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawUpstream {
+    pub url: String,
+    pub notion_version: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle: usize,
+    /// Extra PEM bundle trusted on top of the built-in web PKI roots (corporate TLS inspection).
+    pub ca_bundle: Option<String>,
+    /// `http://[user:pass@]host:port` of an HTTP CONNECT proxy. Unset: `HTTPS_PROXY` /
+    /// `https_proxy` (`HTTP_PROXY` for an http upstream) from the environment; `""`: no proxy.
+    pub proxy: Option<String>,
+    /// Hosts that bypass the proxy. Unset: `NO_PROXY` / `no_proxy` from the environment.
+    pub no_proxy: Option<String>,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        Self {
+            url: "https://api.notion.com".into(),
+            notion_version: "2025-09-03".into(),
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(65),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle: 64,
+            ca_bundle: None,
+            proxy: None,
+            no_proxy: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "pretty".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {}

@@ -1,0 +1,200 @@
+//! Errors the gateway itself answers, and the one place they become HTTP responses.
+//!
+//! Every answer that does not come from Notion uses Notion's error shape so the official SDKs
+//! parse it (PRODUCT.md P4):
+//!
+//! ```json
+//! {"object":"error","status":504,"code":"gateway_timeout",
+//!  "message":"notion-gateway: ...","request_id":"..."}
+//! ```
+//!
+//! Codes are the ones Notion itself documents (`invalid_request_url`, `validation_error`,
+//! `rate_limited`, `service_unavailable`, `bad_gateway`, `gateway_timeout`, ...), so an SDK sees
+//! a familiar error. 429 and 503 carry an integer `Retry-After`.
+//!
+//! Messages never contain a token: variants carry only what the gateway itself decided (limits,
+//! durations, the upstream's address) or the description of a transport error, which names
+//! addresses but never headers.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, Method, StatusCode};
+
+/// Everything that makes the gateway answer by itself instead of relaying Notion's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `GET http://host/...`: the gateway is not a forward proxy.
+    #[error("absolute-form request targets are not accepted; this is not a forward proxy. Send requests to the gateway with a path such as /v1/users/me")]
+    AbsoluteForm,
+    /// `CONNECT`, `TRACE`: never forwarded.
+    #[error("method {0} is not supported by notion-gateway")]
+    MethodNotAllowed(Method),
+    /// A path outside `/v1/*` and `/admin/v1/*` (and not one of the gateway's own endpoints).
+    #[error("no such endpoint: {0}; notion-gateway proxies /v1/* and /admin/v1/* and serves /healthz and /readyz")]
+    NotFound(String),
+    /// The request head is larger than `server.max_header_bytes`.
+    #[error("request headers are {size} bytes, more than the limit of {limit} bytes")]
+    HeadersTooLarge { size: usize, limit: usize },
+    /// The request body is larger than `server.max_body`.
+    #[error("request body exceeds the limit of {limit} bytes (server.max_body)")]
+    BodyTooLarge { limit: u64 },
+    /// The client stopped sending its body for longer than `server.body_idle_timeout`.
+    #[error("the client sent no request body data for {}", fmt_duration(*.0))]
+    RequestBodyStalled(Duration),
+    /// The request body could not be read from the client (it disconnected or sent bad framing).
+    #[error("could not read the request body from the client: {0}")]
+    RequestBodyBroken(String),
+    /// TCP connect (or the corporate proxy tunnel) to the upstream failed.
+    #[error("could not connect to the upstream {upstream}: {detail}")]
+    UpstreamConnect { upstream: String, detail: String },
+    /// TLS handshake with the upstream failed (certificate, protocol).
+    #[error("TLS handshake with the upstream {upstream} failed: {detail}")]
+    UpstreamTls { upstream: String, detail: String },
+    /// The connection broke after it was established (reset, EOF, bad HTTP).
+    #[error("the connection to the upstream failed before a response arrived: {0}")]
+    UpstreamBroken(String),
+    /// One upstream attempt took longer than `upstream.attempt_timeout`.
+    #[error("the upstream did not answer within {} (upstream.attempt_timeout)", fmt_duration(*.0))]
+    UpstreamTimeout(Duration),
+    /// The whole request took longer than `server.request_timeout`.
+    #[error("the request did not complete within {} (server.request_timeout)", fmt_duration(*.0))]
+    DeadlineExceeded(Duration),
+    /// The gateway is draining and the drain deadline passed before this request finished.
+    #[error("the gateway is shutting down; retry against another instance or in a moment")]
+    ShuttingDown,
+}
+
+impl GatewayError {
+    /// The HTTP status the caller sees.
+    pub fn status(&self) -> StatusCode {
+        use GatewayError::*;
+        match self {
+            AbsoluteForm => StatusCode::BAD_REQUEST,
+            MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestBodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            RequestBodyBroken(_) => StatusCode::BAD_REQUEST,
+            UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// Notion's error code for this answer.
+    pub fn code(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            AbsoluteForm | NotFound(_) => "invalid_request_url",
+            MethodNotAllowed(_) | RequestBodyStalled(_) | RequestBodyBroken(_) => {
+                "invalid_request"
+            }
+            HeadersTooLarge { .. } | BodyTooLarge { .. } => "validation_error",
+            UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => "bad_gateway",
+            UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
+            ShuttingDown => "service_unavailable",
+        }
+    }
+
+    /// Seconds for `Retry-After`, for the answers that carry one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::ShuttingDown => Some(1),
+            _ => None,
+        }
+    }
+
+    /// A short, stable name for logs and (later) metric labels.
+    pub fn reason(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            AbsoluteForm => "absolute_form",
+            MethodNotAllowed(_) => "method_not_allowed",
+            NotFound(_) => "not_found",
+            HeadersTooLarge { .. } => "headers_too_large",
+            BodyTooLarge { .. } => "body_too_large",
+            RequestBodyStalled(_) => "request_body_stalled",
+            RequestBodyBroken(_) => "request_body_broken",
+            UpstreamConnect { .. } => "upstream_connect",
+            UpstreamTls { .. } => "upstream_tls",
+            UpstreamBroken(_) => "upstream_broken",
+            UpstreamTimeout(_) => "upstream_timeout",
+            DeadlineExceeded(_) => "deadline_exceeded",
+            ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// The Notion-shaped response, stamped with the request id the caller will also see in
+    /// `x-request-id`.
+    pub fn to_response(&self, request_id: &str) -> Response {
+        notion_error(self.status(), self.code(), &self.to_string(), request_id, self.retry_after())
+    }
+}
+
+/// Builds a Notion-shaped error response. Also used for answers that are not failures of a
+/// request (e.g. `/readyz` while draining).
+pub fn notion_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    retry_after: Option<u64>,
+) -> Response {
+    let body = serde_json::json!({
+        "object": "error",
+        "status": status.as_u16(),
+        "code": code,
+        "message": format!("notion-gateway: {message}"),
+        "request_id": request_id,
+    });
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// `65s`, `250ms`: how the configuration spells durations, so messages match the config file.
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn error_body_has_notion_shape() {
+        let err = GatewayError::DeadlineExceeded(Duration::from_secs(58));
+        let resp = err.to_response("req-1");
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            HeaderValue::from_static("application/json")
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["object"], "error");
+        assert_eq!(v["status"], 504);
+        assert_eq!(v["code"], "gateway_timeout");
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(
+            v["message"],
+            "notion-gateway: the request did not complete within 58s (server.request_timeout)"
+        );
+    }
+
+    #[test]
+    fn shutting_down_carries_retry_after() {
+        let resp = GatewayError::ShuttingDown.to_response("x");
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+}

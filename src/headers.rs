@@ -1,0 +1,149 @@
+//! Header rewriting between the caller and Notion (RFC 9110 §7.6.1, PRODUCT.md P1).
+//!
+//! End-to-end headers pass unchanged in both directions, including `Authorization` (the token
+//! is Notion's business, and ours only as a budget key) and `x-request-id`. The gateway removes:
+//!
+//! * hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
+//!   `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`,
+//!   `Proxy-Authenticate`; hyper frames each hop itself;
+//! * `Expect`: hyper answers `100-continue` to the caller; the upstream gets the body directly;
+//! * the gateway's own control headers (`x-gateway-*`), which are meant for the gateway only.
+//!
+//! It sets `Host` to the upstream's authority, adds `Via: 1.1 notion-gateway` (RFC 9110 §7.6.3
+//! asks gateways to) and adds `Notion-Version` when the caller sent none: a caller's own value
+//! always wins.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+pub static NOTION_VERSION: HeaderName = HeaderName::from_static("notion-version");
+pub static NOTION_REQUEST_ID: HeaderName = HeaderName::from_static("x-notion-request-id");
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 notion-gateway");
+
+/// Removes hop-by-hop headers, including the ones a `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Names listed in Connection are removed first, while Connection is still there.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a caller's request headers for the upstream.
+pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, notion_version: &HeaderValue) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::EXPECT);
+    if headers.keys().any(|k| k.as_str().starts_with("x-gateway-")) {
+        let ours: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-gateway-"))
+            .cloned()
+            .collect();
+        for k in ours {
+            headers.remove(k);
+        }
+    }
+    headers.insert(header::HOST, host.clone());
+    headers.append(header::VIA, VIA_VALUE);
+    if !headers.contains_key(&NOTION_VERSION) {
+        headers.insert(NOTION_VERSION.clone(), notion_version.clone());
+    }
+}
+
+/// Rewrites Notion's response headers for the caller.
+pub fn to_caller(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+/// Size of a request head as the caller sent it, near enough for a limit: names, values and
+/// the `": "` and CRLF around each.
+pub fn head_size(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_listed_headers() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic abc"),
+            ("authorization", "Bearer secret_x"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn upstream_headers_get_host_via_and_default_version() {
+        let mut h = map(&[
+            ("host", "127.0.0.1:8787"),
+            ("x-gateway-client", "sync-job"),
+            ("expect", "100-continue"),
+        ]);
+        let host = HeaderValue::from_static("api.notion.com");
+        let v = HeaderValue::from_static("2025-09-03");
+        to_upstream(&mut h, &host, &v);
+        assert_eq!(h[header::HOST], "api.notion.com");
+        assert_eq!(h[&NOTION_VERSION], "2025-09-03");
+        assert_eq!(h[header::VIA], "1.1 notion-gateway");
+        assert!(!h.contains_key("x-gateway-client"));
+        assert!(!h.contains_key(header::EXPECT));
+    }
+
+    #[test]
+    fn callers_notion_version_wins() {
+        let mut h = map(&[("notion-version", "2022-06-28")]);
+        to_upstream(
+            &mut h,
+            &HeaderValue::from_static("h"),
+            &HeaderValue::from_static("2025-09-03"),
+        );
+        assert_eq!(h.get_all(&NOTION_VERSION).iter().count(), 1);
+        assert_eq!(h[&NOTION_VERSION], "2022-06-28");
+    }
+}

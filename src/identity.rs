@@ -1,0 +1,65 @@
+//! Who a request belongs to, without ever keeping the secret.
+//!
+//! A Notion token (`Authorization: Bearer ntn_...`, or the `Basic` client credentials of the
+//! OAuth endpoints) is reduced at once to a [`TokenId`]: the first 12 hex digits of its SHA-256.
+//! That id is what logs, metrics and `/status` show; the token itself is only ever forwarded to
+//! the upstream inside the request's own headers.
+
+use http::{header, HeaderMap};
+use sha2::{Digest, Sha256};
+
+/// First 12 hex digits of the SHA-256 of a credential: stable, short, not reversible.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenId(String);
+
+impl TokenId {
+    pub fn of(credential: &[u8]) -> Self {
+        let digest = Sha256::digest(credential);
+        let mut s = String::with_capacity(12);
+        for b in &digest[..6] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The id of the request's credential: the whole `Authorization` value after its scheme.
+pub fn token_id(headers: &HeaderMap) -> Option<TokenId> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let credential = match value.iter().position(|b| *b == b' ') {
+        Some(i) => value[i + 1..].trim_ascii(),
+        None => value,
+    };
+    (!credential.is_empty()).then(|| TokenId::of(credential))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn id_is_a_hash_prefix_and_never_the_token() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer ntn_secret_123"));
+        let id = token_id(&h).unwrap();
+        assert_eq!(id.as_str().len(), 12);
+        assert!(!id.as_str().contains("secret"));
+        assert_eq!(id, TokenId::of(b"ntn_secret_123"));
+    }
+
+    #[test]
+    fn no_authorization_no_id() {
+        assert!(token_id(&HeaderMap::new()).is_none());
+    }
+}

@@ -1,0 +1,38 @@
+//! notion-gateway: a rate-limiting reverse proxy for the Notion API.
+//!
+//! Callers change only their client's base URL; the gateway forwards `/v1/*` to Notion
+//! unchanged and streaming, with sane timeouts and Notion-shaped errors of its own. The
+//! contract is `PRODUCT.md` (P0–P7); `ARCHITECTURE.md` has the bird's-eye view.
+//!
+//! # Layout
+//!
+//! * [`config`]: layered configuration (defaults < file < env < flags), validated into [`Config`].
+//! * [`server`]: [`run`] — accept loop, connection timeouts, graceful drain.
+//! * [`app`]: shared [`app::Gateway`] state, routes, and the guard that keeps it from being
+//!   an open proxy.
+//! * [`proxy`]: the request pipeline, caller → Notion → caller.
+//! * [`upstream`]: the only code that talks to Notion (pool, TLS, corporate proxy).
+//! * [`headers`]: hop-by-hop rules, `Host`, `Notion-Version`.
+//! * [`body`]: streaming bodies with stall timeouts and size limits.
+//! * [`error`]: every answer the gateway gives by itself, in Notion's JSON shape.
+//! * [`identity`]: tokens reduced to short hashes.
+//! * [`admin`]: `/healthz`, `/readyz`.
+//! * [`telemetry`]: logging and the per-request event.
+//! * [`cli`]: the command line of the `notion-gateway` binary.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod identity;
+pub mod proxy;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::run;

@@ -1,0 +1,131 @@
+//! Accepting connections, serving them, and shutting down without dropping a request.
+//!
+//! [`run`] takes an already-bound listener and a shutdown future (mini-redis style), so tests
+//! bind `127.0.0.1:0` and drive the real socket. Per connection:
+//!
+//! * hyper's HTTP/1 server with `header_read_timeout = server.idle_timeout`. hyper restarts that
+//!   timer whenever the connection waits for a new request head, so it closes both slow-header
+//!   (slowloris) clients and idle keep-alive connections.
+//! * a socket write timeout of `server.body_idle_timeout` (tokio-io-timeout): a client that
+//!   stops reading its response cannot hold the connection, the upstream stream and memory
+//!   forever.
+//! * the peer address is attached to each request ([`ClientAddr`]).
+//!
+//! Shutdown (PRODUCT.md P6): when `shutdown` resolves, the listener is closed (new connections
+//! are refused), `/readyz` turns 503, idle keep-alive connections are closed and busy ones finish
+//! their current request. Requests still without a response when `server.drain_timeout` passes
+//! are answered 503 `service_unavailable`; after a short grace for those answers to be written,
+//! the remaining connections (streams still running) are closed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
+use tower::ServiceExt;
+
+use crate::app::{self, Gateway};
+use crate::config::{Config, MAX_HEAD_BUFFER};
+
+/// After the drain deadline, how long 503 answers get to reach their callers.
+const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The caller's socket address, available to handlers as a request extension.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(crate::body::BoxError),
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let drain_timeout = config.server.drain_timeout;
+    let gw = Arc::new(Gateway::new(config, stop_rx).map_err(RunError::Upstream)?);
+    let router = app::router(gw.clone());
+
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(gw.config.server.idle_timeout)
+        .max_buf_size(MAX_HEAD_BUFFER)
+        .keep_alive(true);
+    let write_timeout = gw.config.server.body_idle_timeout;
+
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        upstream = %gw.config.upstream.base,
+        "notion-gateway listening"
+    );
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let mut io = TimeoutStream::new(stream);
+                io.set_write_timeout(Some(write_timeout));
+                let io = TokioIo::new(Box::pin(io));
+                let svc = router.clone().map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ClientAddr(peer));
+                    req
+                });
+                let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(svc)));
+                connections.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+
+    drop(listener);
+    gw.begin_drain();
+    tracing::info!(
+        in_flight_connections = connections.len(),
+        drain_timeout = ?drain_timeout,
+        "shutting down: no longer accepting, draining"
+    );
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(drain_timeout, &mut drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain deadline passed: answering the remaining requests 503");
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(HARD_STOP_GRACE, &mut drained).await;
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+    tracing::info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Logging: the subscriber set up at start, and the one event each request produces.
+//!
+//! Output is human-readable (`log.format = "pretty"`) or one JSON object per line (`"json"`).
+//! The per-request event has target `notion_gateway::access` and these fields: `method`,
+//! `path`, `status`, `duration_ms`, `request_id`, `notion_request_id`, `integration` (the
+//! token's hash prefix), `request_bytes` (declared length), and `error` (the gateway's own
+//! reason when it answered by itself). Tokens never appear: only [`crate::identity::TokenId`].
+
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::response::Response;
+use http::header;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+use crate::error::GatewayError;
+use crate::headers::NOTION_REQUEST_ID;
+use crate::identity::{token_id, TokenId};
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
+pub fn init(cfg: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match cfg.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    // Already installed (tests, embedding): keep the existing subscriber.
+    let _ = result;
+}
+
+/// What the access log records about one proxied request.
+pub struct RequestLog {
+    method: http::Method,
+    path: String,
+    request_id: String,
+    integration: Option<TokenId>,
+    request_bytes: Option<u64>,
+    status: u16,
+    duration: Duration,
+    notion_request_id: Option<String>,
+    pub error: Option<&'static str>,
+}
+
+impl RequestLog {
+    pub fn new(req: &Request, request_id: &str) -> Self {
+        Self {
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            request_id: request_id.to_owned(),
+            integration: token_id(req.headers()),
+            request_bytes: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            status: 0,
+            duration: Duration::ZERO,
+            notion_request_id: None,
+            error: None,
+        }
+    }
+
+    pub fn finish(&mut self, resp: &Response, duration: Duration) {
+        self.status = resp.status().as_u16();
+        self.duration = duration;
+        self.notion_request_id = resp
+            .headers()
+            .get(&NOTION_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+}
+
+pub fn log_request(l: &RequestLog) {
+    tracing::info!(
+        target: "notion_gateway::access",
+        method = %l.method,
+        path = %l.path,
+        status = l.status,
+        duration_ms = l.duration.as_secs_f64() * 1000.0,
+        request_id = %l.request_id,
+        notion_request_id = l.notion_request_id.as_deref().unwrap_or(""),
+        integration = l.integration.as_ref().map(TokenId::as_str).unwrap_or("none"),
+        request_bytes = l.request_bytes.unwrap_or(0),
+        error = l.error.unwrap_or(""),
+        "request"
+    );
+}
+
+/// A request the guard refused before any route ran.
+pub fn log_rejection(req: &Request, err: &GatewayError, request_id: &str) {
+    tracing::info!(
+        target: "notion_gateway::access",
+        method = %req.method(),
+        path = %req.uri().path(),
+        status = err.status().as_u16(),
+        request_id = %request_id,
+        error = err.reason(),
+        "request refused"
+    );
+}

@@ -1,0 +1,221 @@
+//! The only code that talks to Notion: the pooled HTTP client, its connector, and the
+//! classification of transport failures.
+//!
+//! * Pool: hyper-util's legacy client, HTTP/1.1 keep-alive, idle connections closed after
+//!   `upstream.pool_idle_timeout` (the pool needs a timer for that, so one is set).
+//! * TLS: rustls with the web PKI roots plus `upstream.ca_bundle`; plain `http://` upstreams
+//!   are allowed for tests and local fakes.
+//! * Corporate proxy: when `upstream.proxy` (or `HTTPS_PROXY`, minus `NO_PROXY`) applies, the
+//!   TCP stream is an HTTP CONNECT tunnel through it and TLS runs inside the tunnel.
+//! * URIs: only [`Upstream::uri_for`] builds an upstream URI, always from the configured
+//!   scheme and authority plus the caller's path and query. Nothing the caller sends can
+//!   change the host that is contacted.
+//!
+//! What it does not do: retries, deadlines across attempts, pacing. A call here is one attempt.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::{find_body_error, BoxError, BodyError};
+use crate::config::UpstreamConfig;
+use crate::error::GatewayError;
+
+/// The request body type sent upstream.
+pub type UpstreamBody = crate::body::GuardedBody<axum::body::Body>;
+
+/// A configured upstream: where to go and how to get there.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpsConnector<Connector>, UpstreamBody>,
+    scheme: Scheme,
+    authority: Authority,
+    /// `Host` header value sent upstream.
+    pub host: HeaderValue,
+    /// For error messages: `https://api.notion.com`.
+    display: Arc<str>,
+}
+
+impl Upstream {
+    pub fn new(cfg: &UpstreamConfig) -> Result<Self, BoxError> {
+        let scheme = cfg.base.scheme().cloned().unwrap_or(Scheme::HTTPS);
+        let authority = cfg
+            .base
+            .authority()
+            .cloned()
+            .ok_or("upstream URL has no authority")?;
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(cfg.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = match &cfg.proxy {
+            None => Connector::Direct(http),
+            Some(p) => {
+                let mut t = Tunnel::new(p.uri.clone(), http);
+                if let Some(auth) = &p.authorization {
+                    t = t.with_auth(auth.clone());
+                }
+                Connector::Tunnel(t)
+            }
+        };
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        for cert in &cfg.extra_roots {
+            roots.add(cert.clone())?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            .build(https);
+
+        let host = HeaderValue::from_str(authority.as_str())?;
+        let display = format!("{scheme}://{authority}").into();
+        Ok(Self {
+            client,
+            scheme,
+            authority,
+            host,
+            display,
+        })
+    }
+
+    /// The upstream URI for a caller's path and query: configured scheme and host, always.
+    pub fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, GatewayError> {
+        let pq = path_and_query
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|e| GatewayError::NotFound(e.to_string()))
+    }
+
+    /// Sends one attempt and waits for the response head.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        self.client
+            .request(req)
+            .await
+            .map_err(|e| self.classify(&e))
+    }
+
+    /// Maps a client error to what the caller should be told.
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
+        if let Some(b) = find_body_error(err) {
+            return match b {
+                BodyError::Stalled(d) => GatewayError::RequestBodyStalled(*d),
+                BodyError::TooLarge(limit) => GatewayError::BodyTooLarge { limit: *limit },
+                BodyError::Inner(e) => GatewayError::RequestBodyBroken(e.to_string()),
+            };
+        }
+        let detail = chain(err);
+        let upstream = self.display.to_string();
+        if has_source::<rustls::Error>(err) {
+            return GatewayError::UpstreamTls { upstream, detail };
+        }
+        if err.is_connect() {
+            return GatewayError::UpstreamConnect { upstream, detail };
+        }
+        GatewayError::UpstreamBroken(detail)
+    }
+}
+
+/// Every message in an error's source chain, deduplicated: "client error (Connect): tcp
+/// connect error: Connection refused (os error 111)".
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
+}
+
+fn has_source<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if e.is::<T>() {
+            return true;
+        }
+        // hyper-rustls reports rustls errors inside io::Error.
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.get_ref().is_some_and(|inner| inner.is::<T>()) {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// TCP to the upstream, directly or through an HTTP CONNECT tunnel.
+#[derive(Clone)]
+pub enum Connector {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+}
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, BoxError>> + Send>>;
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Connector::Direct(c) => c.poll_ready(cx).map_err(Into::into),
+            Connector::Tunnel(c) => c.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        match self {
+            Connector::Direct(c) => {
+                let fut = c.call(dst);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+            Connector::Tunnel(c) => {
+                let fut = c.call(dst);
+                Box::pin(async move { fut.await.map_err(Into::into) })
+            }
+        }
+    }
+}

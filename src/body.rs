@@ -14,6 +14,7 @@
 //! Failure mode: a failing request body makes hyper abort the upstream request mid-stream, so
 //! Notion never sees a complete request; a failing response body cuts the caller's response.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -120,20 +121,26 @@ where
     }
 }
 
-use std::future::Future as _;
-
 /// Finds a [`BodyError`] anywhere in an error's source chain.
 pub fn find_body_error<'a>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a BodyError> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(b) = e.downcast_ref::<BodyError>() {
-            return Some(b);
-        }
-        cur = e.source();
-    }
-    None
+    error_chain(err).find_map(|e| e.downcast_ref::<BodyError>())
+}
+
+/// An error and its causes. Unlike plain `source()` walking, this descends into the error an
+/// `io::Error` wraps (`io::Error::source` skips it), which is where hyper-rustls and
+/// tokio-rustls put TLS failures.
+pub fn error_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| match e.downcast_ref::<std::io::Error>() {
+        Some(io) => match io.get_ref() {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => None,
+        },
+        None => e.source(),
+    })
 }
 
 #[cfg(test)]

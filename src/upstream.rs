@@ -29,7 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::{find_body_error, BoxError, BodyError};
+use crate::body::{error_chain, find_body_error, BodyError, BoxError};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 
@@ -157,32 +157,17 @@ impl Upstream {
 /// connect error: Connection refused (os error 111)".
 fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
+    for e in error_chain(err) {
         let s = e.to_string();
         if !parts.iter().any(|p| p.contains(&s)) {
             parts.push(s);
         }
-        cur = e.source();
     }
     parts.join(": ")
 }
 
 fn has_source<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if e.is::<T>() {
-            return true;
-        }
-        // hyper-rustls reports rustls errors inside io::Error.
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.get_ref().is_some_and(|inner| inner.is::<T>()) {
-                return true;
-            }
-        }
-        cur = e.source();
-    }
-    false
+    error_chain(err).any(|e| e.is::<T>())
 }
 
 /// TCP to the upstream, directly or through an HTTP CONNECT tunnel.

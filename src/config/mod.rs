@@ -221,10 +221,9 @@ fn surface_error(err: figment::Error) -> ConfigError {
 fn describe(md: &Metadata, path: &[String]) -> String {
     let mut out = md.name.to_string();
     if md.name.contains("environment") {
-        out = format!(
-            "environment variable {}",
-            md.interpolate(&Profile::Default, path)
-        );
+        // figment's own interpolation prints `SERVER.FOO`; name the real variable instead.
+        let var = path.join("__").to_uppercase();
+        out = format!("environment variable {ENV_PREFIX}{var}");
     }
     if let Some(source) = &md.source {
         out.push_str(&format!(" {source}"));

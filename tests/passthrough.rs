@@ -1,0 +1,529 @@
+//! Black-box tests of the gateway core (issue 2): the real server on a real socket in front of
+//! a fake Notion. Each test reads as a story: script the upstream, call the gateway, assert
+//! what the caller and the upstream saw.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use support::*;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn get_passes_through_path_query_headers_status_and_body() {
+    let notion = FakeNotion::start().await;
+    notion.push(
+        Reply::json(201, serde_json::json!({"object": "page", "id": "abc"}))
+            .with_header("x-notion-request-id", "notion-req-42")
+            .with_header("x-custom", "kept"),
+    );
+    let gw = TestGateway::start(config_for(&notion)).await;
+
+    let req = gw
+        .request(Method::GET, "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5?filter_properties=title&x=%20y")
+        .header("x-caller-header", "hello")
+        .body(empty())
+        .unwrap();
+    let resp = gw.send(req).await;
+
+    assert_eq!(resp.status, 201);
+    assert_eq!(resp.json()["id"], "abc");
+    assert_eq!(resp.header("x-custom"), Some("kept"));
+    assert_eq!(resp.header("x-notion-request-id"), Some("notion-req-42"));
+
+    let seen = notion.received();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.method, Method::GET);
+    assert_eq!(
+        r.uri,
+        "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5?filter_properties=title&x=%20y"
+    );
+    assert_eq!(r.headers["authorization"], "Bearer ntn_test_token_0001");
+    assert_eq!(r.headers["x-caller-header"], "hello");
+    assert_eq!(r.headers["host"], notion.addr.to_string());
+    assert_eq!(r.headers["notion-version"], "2025-09-03");
+    assert_eq!(r.headers["via"], "1.1 notion-gateway");
+}
+
+#[tokio::test]
+async fn every_method_and_body_is_forwarded_unchanged() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    for method in [Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+        let body = format!(r#"{{"method":"{method}","properties":{{"Name":"ü"}}}}"#);
+        let req = gw
+            .request(method.clone(), "/v1/blocks/b1/children")
+            .header("content-type", "application/json")
+            .body(full(body.clone()))
+            .unwrap();
+        let resp = gw.send(req).await;
+        assert_eq!(resp.status, 200);
+        let echo = resp.json();
+        assert_eq!(echo["method"], method.as_str());
+        assert_eq!(echo["body"], body);
+    }
+    // /admin/v1 is proxied too.
+    let resp = gw.get("/admin/v1/workspaces").await;
+    assert_eq!(resp.json()["uri"], "/admin/v1/workspaces");
+    // HEAD and OPTIONS go through as well.
+    let head = gw
+        .send(gw.request(Method::HEAD, "/v1/users").body(empty()).unwrap())
+        .await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(notion.received().len(), 7);
+}
+
+#[tokio::test]
+async fn callers_notion_version_wins_and_default_is_added() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request(Method::GET, "/v1/users/me")
+        .header("notion-version", "2022-06-28")
+        .body(empty())
+        .unwrap();
+    gw.send(req).await;
+    gw.get("/v1/users/me").await;
+    let seen = notion.received();
+    assert_eq!(seen[0].headers.get_all("notion-version").iter().count(), 1);
+    assert_eq!(seen[0].headers["notion-version"], "2022-06-28");
+    assert_eq!(seen[1].headers["notion-version"], "2025-09-03");
+}
+
+#[tokio::test]
+async fn hop_by_hop_and_gateway_headers_stay_on_their_hop() {
+    let notion = FakeNotion::start().await;
+    notion.push(
+        Reply::json(200, serde_json::json!({}))
+            .with_header("connection", "x-upstream-private")
+            .with_header("x-upstream-private", "secret-hop")
+            .with_header("keep-alive", "timeout=5"),
+    );
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request(Method::GET, "/v1/users")
+        .header("connection", "x-caller-private")
+        .header("x-caller-private", "1")
+        .header("proxy-authorization", "Basic Zm9vOmJhcg==")
+        .header("x-gateway-client", "sync-job")
+        .header("te", "trailers")
+        .body(empty())
+        .unwrap();
+    let resp = gw.send(req).await;
+    let seen = &notion.received()[0];
+    for name in ["x-caller-private", "proxy-authorization", "x-gateway-client", "te"] {
+        assert!(!seen.headers.contains_key(name), "{name} was forwarded");
+    }
+    assert!(!resp.headers.contains_key("x-upstream-private"));
+    assert!(!resp.headers.contains_key("keep-alive"));
+}
+
+#[tokio::test]
+async fn request_ids_are_kept_or_created() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request(Method::GET, "/v1/users")
+        .header("x-request-id", "caller-chosen-7")
+        .body(empty())
+        .unwrap();
+    assert_eq!(gw.send(req).await.header("x-request-id"), Some("caller-chosen-7"));
+
+    let a = gw.get("/v1/users").await;
+    let b = gw.get("/nowhere").await;
+    let (a, b) = (a.header("x-request-id").unwrap(), b.header("x-request-id").unwrap());
+    assert_eq!(a.len(), 36, "a UUID: {a}");
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn notion_errors_pass_through_unchanged() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::rate_limited(7));
+    notion.push(Reply::html_502());
+    let gw = TestGateway::start(config_for(&notion)).await;
+
+    let r = gw.get("/v1/users").await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("retry-after"), Some("7"));
+    assert_eq!(r.json()["message"], "fake rate_limited");
+
+    let r = gw.get("/v1/users").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert!(String::from_utf8_lossy(&r.body).contains("cloudflare"));
+}
+
+#[tokio::test]
+async fn server_sent_events_stream_through_as_they_are_produced() {
+    let notion = FakeNotion::start().await;
+    let (events, chunks) = tokio::sync::mpsc::channel(4);
+    notion.push(Reply::Stream {
+        content_type: "text/event-stream",
+        chunks,
+    });
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request(Method::POST, "/v1/sessions")
+        .body(full(r#"{"prompt":"hi"}"#))
+        .unwrap();
+    let resp = gw.send_streaming(req).await;
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+
+    // Each event reaches the caller before the next one exists upstream.
+    for i in 0..3 {
+        let event = format!("data: {{\"n\":{i}}}\n\n");
+        events.send(Bytes::from(event.clone())).await.unwrap();
+        let frame = tokio::time::timeout(WITHIN, body.frame())
+            .await
+            .expect("event streamed, not buffered")
+            .unwrap()
+            .unwrap();
+        assert_eq!(frame.into_data().unwrap(), event);
+    }
+    drop(events);
+    assert!(body.frame().await.is_none());
+}
+
+#[tokio::test]
+async fn request_body_streams_before_the_caller_finished_sending() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let (tx, body) = channel_body();
+    let req = gw
+        .request(Method::POST, "/v1/file_uploads/f1/send")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(body)
+        .unwrap();
+    let call = tokio::spawn(gw.send_detached(req));
+    tx.send(Bytes::from(vec![b'a'; 1000])).await.unwrap();
+    // If the gateway buffered the body, the upstream would see nothing until the end.
+    tokio::time::timeout(WITHIN, notion.body_bytes_at_least(1000))
+        .await
+        .expect("first chunk reached the upstream while the body was still open");
+    tx.send(Bytes::from(vec![b'b'; 500])).await.unwrap();
+    drop(tx);
+    let resp = call.await.unwrap();
+    assert_eq!(resp.json()["body_len"], 1500);
+}
+
+#[tokio::test]
+async fn twenty_megabyte_upload_flows_intact() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let payload: Vec<u8> = (0..20 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let req = gw
+        .request(Method::POST, "/v1/file_uploads/f2/send")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(full(payload.clone()))
+        .unwrap();
+    let resp = gw.send(req).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["body_len"], payload.len());
+    assert!(notion.received()[0].body == payload);
+}
+
+#[tokio::test]
+async fn oversized_body_is_refused_before_anything_reaches_notion() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.server.max_body = 1024;
+    let gw = TestGateway::start(cfg).await;
+
+    // Declared length over the limit: 413 without contacting the upstream.
+    let r = gw.post_json("/v1/pages", serde_json::json!({"x": "y".repeat(2000)})).await;
+    let v = r.assert_gateway_error(413, "validation_error");
+    assert!(v["message"].as_str().unwrap().contains("1024 bytes"));
+    assert_eq!(notion.connections(), 0);
+
+    // Chunked, no declared length: cut at the limit; Notion never gets a complete request.
+    let (tx, body) = channel_body();
+    let req = gw.request(Method::POST, "/v1/pages").body(body).unwrap();
+    let call = tokio::spawn(gw.send_detached(req));
+    tx.send(Bytes::from(vec![b'x'; 800])).await.unwrap();
+    tx.send(Bytes::from(vec![b'x'; 800])).await.unwrap();
+    drop(tx);
+    let r = call.await.unwrap();
+    r.assert_gateway_error(413, "validation_error");
+    assert!(notion.received().is_empty());
+}
+
+#[tokio::test]
+async fn paths_outside_the_api_are_not_forwarded() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    for path in ["/", "/v1", "/v2/pages", "/admin/pages", "/v1x/users", "/favicon.ico"] {
+        let r = gw.get(path).await;
+        let v = r.assert_gateway_error(404, "invalid_request_url");
+        assert!(v["message"].as_str().unwrap().contains("/v1/*"));
+    }
+    assert_eq!(notion.connections(), 0);
+}
+
+#[tokio::test]
+async fn absolute_form_and_connect_are_refused_not_an_open_proxy() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+
+    let target = format!("http://{}/v1/users/me", notion.addr);
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", notion.addr);
+    let out = raw_exchange(gw.addr, raw.as_bytes(), WITHIN).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(raw_json(&out)["code"], "invalid_request_url");
+
+    let raw = format!("CONNECT {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", notion.addr, notion.addr);
+    let out = raw_exchange(gw.addr, raw.as_bytes(), WITHIN).await;
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    assert_eq!(raw_json(&out)["code"], "invalid_request");
+
+    let out = raw_exchange(
+        gw.addr,
+        b"TRACE /v1/users HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        WITHIN,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    assert_eq!(notion.connections(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn huge_headers_get_a_notion_shaped_431() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request(Method::GET, "/v1/users")
+        .header("x-big", "a".repeat(100 * 1024))
+        .body(empty())
+        .unwrap();
+    let r = gw.send(req).await;
+    r.assert_gateway_error(431, "validation_error");
+    assert_eq!(notion.connections(), 0);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_an_error_and_the_gateway_keeps_serving() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /v1/users HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+        // Conflicting lengths (a smuggling attempt). Content-Length together with chunked is
+        // resolved by hyper as RFC 9112 says: chunked wins, the length is dropped.
+        b"POST /v1/pages HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+    ] {
+        let out = raw_exchange(gw.addr, garbage, WITHIN).await;
+        assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
+        if out.contains("{") {
+            assert_eq!(raw_json(&out)["code"], "invalid_request");
+        }
+    }
+    assert_eq!(gw.get("/v1/users").await.status, 200);
+    assert_eq!(notion.received().len(), 1);
+}
+
+#[tokio::test]
+async fn refused_upstream_connection_is_a_502() {
+    let closed = closed_port().await;
+    let mut cfg = notion_gateway::Config::default();
+    cfg.upstream.base = format!("http://{closed}/").parse().unwrap();
+    let gw = TestGateway::start(cfg).await;
+    let r = gw.get("/v1/users/me").await;
+    let v = r.assert_gateway_error(502, "bad_gateway");
+    let msg = v["message"].as_str().unwrap();
+    assert!(msg.contains("could not connect"), "{msg}");
+    assert!(msg.contains(&closed.to_string()), "{msg}");
+    assert!(!msg.contains("ntn_test_token"), "token leaked: {msg}");
+}
+
+#[tokio::test]
+async fn upstream_reset_before_answering_is_a_502() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::Reset);
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let r = gw.get("/v1/users").await;
+    let v = r.assert_gateway_error(502, "bad_gateway");
+    assert!(v["message"].as_str().unwrap().contains("failed before a response"));
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let h = gw.send(gw.request(Method::GET, "/healthz").body(empty()).unwrap()).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.json()["status"], "ok");
+    let r = gw.get("/readyz").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ready");
+    assert_eq!(notion.connections(), 0);
+}
+
+#[tokio::test]
+async fn tokens_never_reach_the_log() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::notion_error(401, "unauthorized"));
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request_as(Method::POST, "/v1/pages", "ntn_SUPERSECRET_value")
+        .body(full("{}"))
+        .unwrap();
+    assert_eq!(gw.send(req).await.status, 401);
+    gw.get("/nowhere").await;
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("\"path\":\"/v1/pages\""), "request event logged: {logs}");
+    assert!(logs.contains("\"status\":401"), "{logs}");
+    let expected_id = notion_gateway::identity::TokenId::of(b"ntn_SUPERSECRET_value");
+    assert!(logs.contains(expected_id.as_str()), "integration hash logged");
+    assert!(!logs.contains("SUPERSECRET"), "token leaked into logs: {logs}");
+}
+
+mod tls {
+    use super::*;
+    use std::sync::Arc;
+    use support::connect_proxy::ConnectProxy;
+    use tokio::net::TcpListener;
+
+    /// A fake Notion behind TLS with a certificate from a fresh test CA. Returns the CA's PEM.
+    async fn tls_notion() -> (std::net::SocketAddr, String, tokio::task::JoinHandle<()>) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else { return };
+                    let svc = hyper::service::service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"{\"object\":\"user\"}")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, ca.pem(), task)
+    }
+
+    fn https_config(port: u16) -> notion_gateway::Config {
+        let mut cfg = notion_gateway::Config::default();
+        // "localhost" must resolve; the certificate names it.
+        cfg.upstream.base = format!("https://localhost:{port}/").parse().unwrap();
+        cfg
+    }
+
+    fn trust(cfg: &mut notion_gateway::Config, ca_pem: &str) {
+        let path = std::env::temp_dir().join(format!("ngw-ca-{}.pem", std::process::id()));
+        std::fs::write(&path, ca_pem).unwrap();
+        use rustls::pki_types::pem::PemObject;
+        cfg.upstream.extra_roots = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn untrusted_certificate_is_a_502_naming_tls() {
+        let (addr, _ca, _task) = tls_notion().await;
+        let gw = TestGateway::start(https_config(addr.port())).await;
+        let r = gw.get("/v1/users/me").await;
+        let v = r.assert_gateway_error(502, "bad_gateway");
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.contains("TLS handshake"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn extra_ca_bundle_is_trusted() {
+        let (addr, ca, _task) = tls_notion().await;
+        let mut cfg = https_config(addr.port());
+        trust(&mut cfg, &ca);
+        let gw = TestGateway::start(cfg).await;
+        let r = gw.get("/v1/users/me").await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["object"], "user");
+    }
+
+    #[tokio::test]
+    async fn corporate_proxy_tunnels_tls_with_credentials() {
+        let (addr, ca, _task) = tls_notion().await;
+        let proxy = ConnectProxy::start().await;
+        let mut cfg = https_config(addr.port());
+        trust(&mut cfg, &ca);
+        cfg.upstream.proxy = Some(notion_gateway::config::ProxyConfig {
+            uri: format!("http://{}/", proxy.addr).parse().unwrap(),
+            authorization: Some(http::HeaderValue::from_static("Basic dXNlcjpwYXNz")),
+        });
+        let gw = TestGateway::start(cfg).await;
+        let r = gw.get("/v1/users/me").await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let tunnels = proxy.tunnels();
+        assert_eq!(tunnels.len(), 1);
+        assert_eq!(tunnels[0].target, format!("localhost:{}", addr.port()));
+        assert_eq!(tunnels[0].proxy_authorization.as_deref(), Some("Basic dXNlcjpwYXNz"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_proxy_is_a_502_naming_the_connection() {
+        let (addr, _ca, _task) = tls_notion().await;
+        let closed = closed_port().await;
+        let mut cfg = https_config(addr.port());
+        cfg.upstream.proxy = Some(notion_gateway::config::ProxyConfig {
+            uri: format!("http://{closed}/").parse().unwrap(),
+            authorization: None,
+        });
+        let gw = TestGateway::start(cfg).await;
+        let v = gw.get("/v1/users/me").await.assert_gateway_error(502, "bad_gateway");
+        assert!(v["message"].as_str().unwrap().contains("could not connect"));
+    }
+}

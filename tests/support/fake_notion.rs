@@ -1,0 +1,321 @@
+//! A fake api.notion.com whose answers each test scripts.
+//!
+//! ```ignore
+//! let notion = FakeNotion::start().await;
+//! notion.push(Reply::html_502());          // the next request gets an HTML 502 page
+//! notion.push(Reply::rate_limited(2));     // the one after: 429 with Retry-After: 2
+//! // ... anything unscripted is answered by Reply::Echo
+//! let seen = notion.received();            // what actually arrived, in order
+//! ```
+//!
+//! Every request's body is read completely before the reply is chosen (so "commit then fail"
+//! is modelled faithfully); `received()` records only requests whose body arrived whole,
+//! `incomplete()` counts the ones whose body broke off.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Notify};
+
+pub type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One scripted answer.
+pub enum Reply {
+    /// 200 with a JSON description of the request (method, uri, headers, body length, body).
+    Echo,
+    /// Any status, headers and body.
+    Full {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    },
+    /// Never answer; the connection stays open until the caller closes it.
+    Hang,
+    /// Reset the TCP connection (RST) after reading the request.
+    Reset,
+    /// 200 whose body chunks the test sends through the channel; ends when the sender drops.
+    Stream {
+        content_type: &'static str,
+        chunks: mpsc::Receiver<Bytes>,
+    },
+}
+
+impl Reply {
+    pub fn json(status: u16, body: serde_json::Value) -> Self {
+        Reply::Full {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// Notion's error shape, as Notion sends it.
+    pub fn notion_error(status: u16, code: &str) -> Self {
+        Self::json(
+            status,
+            serde_json::json!({"object": "error", "status": status, "code": code,
+                "message": format!("fake {code}"), "request_id": "fake-req"}),
+        )
+    }
+
+    /// The HTML page Notion's CDN answers in a 502 storm.
+    pub fn html_502() -> Self {
+        Reply::Full {
+            status: 502,
+            headers: vec![("content-type", "text/html".into())],
+            body: Bytes::from_static(
+                b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center><hr><center>cloudflare</center></body></html>",
+            ),
+        }
+    }
+
+    /// 429 `rate_limited` with `Retry-After`.
+    pub fn rate_limited(retry_after: u64) -> Self {
+        let mut r = Self::notion_error(429, "rate_limited");
+        if let Reply::Full { headers, .. } = &mut r {
+            headers.push(("retry-after", retry_after.to_string()));
+        }
+        r
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Reply::Full { headers, .. } = &mut self {
+            headers.push((name, value.to_string()));
+        }
+        self
+    }
+}
+
+/// A request as the fake received it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: http::Method,
+    /// Path and query exactly as they arrived.
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Default)]
+struct State {
+    script: Mutex<VecDeque<Reply>>,
+    received: Mutex<Vec<Received>>,
+    incomplete: AtomicUsize,
+    connections: AtomicUsize,
+    body_progress: Option<watch::Sender<usize>>,
+}
+
+pub struct FakeNotion {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+    progress: watch::Receiver<usize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeNotion {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FakeNotion {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve(listener)
+    }
+
+    pub fn serve(listener: TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let (tx, progress) = watch::channel(0usize);
+        let state = Arc::new(State {
+            body_progress: Some(tx),
+            ..Default::default()
+        });
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_conn(stream, st.clone()));
+            }
+        });
+        FakeNotion {
+            addr,
+            state,
+            progress,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The next unscripted request gets `reply`.
+    pub fn push(&self, reply: Reply) {
+        self.state.script.lock().unwrap().push_back(reply);
+    }
+
+    /// Every request whose body arrived completely, in arrival order.
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// Requests whose body broke off before its end.
+    pub fn incomplete(&self) -> usize {
+        self.state.incomplete.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` request-body bytes (over all requests) have arrived.
+    pub async fn body_bytes_at_least(&self, n: usize) {
+        let mut rx = self.progress.clone();
+        rx.wait_for(|got| *got >= n).await.unwrap();
+    }
+}
+
+async fn serve_conn(stream: TcpStream, state: Arc<State>) {
+    // A second handle on the socket, so a scripted Reset can turn linger off and close it
+    // abruptly (RST) instead of with a FIN.
+    let std = stream.into_std().unwrap();
+    let dup = std.try_clone().unwrap();
+    let stream = TcpStream::from_std(std).unwrap();
+    let reset = Arc::new(Notify::new());
+    let svc = {
+        let reset = reset.clone();
+        service_fn(move |req| handle(req, state.clone(), reset.clone()))
+    };
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+    tokio::select! {
+        _ = conn => {}
+        () = reset.notified() => {
+            let _ = socket2::SockRef::from(&dup).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    reset: Arc<Notify>,
+) -> Result<Response<FakeBody>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let mut buf = BytesMut::new();
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    buf.extend_from_slice(d);
+                    if let Some(p) = &state.body_progress {
+                        p.send_modify(|n| *n += d.len());
+                    }
+                }
+            }
+            Err(_) => {
+                complete = false;
+                break;
+            }
+        }
+    }
+    if !complete {
+        state.incomplete.fetch_add(1, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    let rec = Received {
+        method: parts.method.clone(),
+        uri: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts.headers.clone(),
+        body: buf.freeze(),
+    };
+    state.received.lock().unwrap().push(rec.clone());
+    let reply = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Reply::Echo);
+
+    let response = match reply {
+        Reply::Echo => {
+            let headers: serde_json::Map<String, serde_json::Value> = rec
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        serde_json::Value::String(v.to_str().unwrap_or("<binary>").to_string()),
+                    )
+                })
+                .collect();
+            let body = serde_json::json!({
+                "object": "echo",
+                "method": rec.method.as_str(),
+                "uri": rec.uri,
+                "headers": headers,
+                "body_len": rec.body.len(),
+                "body": if rec.body.len() <= 65536 { String::from_utf8_lossy(&rec.body).into_owned() } else { String::new() },
+            });
+            full(200, &[("content-type", "application/json".into())], Bytes::from(body.to_string()))
+        }
+        Reply::Full {
+            status,
+            headers,
+            body,
+        } => full(status, &headers, body),
+        Reply::Hang => std::future::pending().await,
+        Reply::Reset => {
+            reset.notify_one();
+            std::future::pending().await
+        }
+        Reply::Stream {
+            content_type,
+            chunks,
+        } => {
+            let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            });
+            let mut resp = Response::new(StreamBody::new(stream).boxed_unsync());
+            resp.headers_mut()
+                .insert("content-type", HeaderValue::from_static(content_type));
+            resp
+        }
+    };
+    Ok(response)
+}
+
+fn full(status: u16, headers: &[(&'static str, String)], body: Bytes) -> Response<FakeBody> {
+    let mut resp = Response::new(Full::new(body).boxed_unsync());
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (k, v) in headers {
+        resp.headers_mut()
+            .append(*k, HeaderValue::from_str(v).unwrap());
+    }
+    resp
+}

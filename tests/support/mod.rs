@@ -1,0 +1,226 @@
+//! Test harness: a fake Notion upstream, the real gateway in front of it, and clients.
+//!
+//! ```ignore
+//! let notion = FakeNotion::start().await;
+//! let gw = TestGateway::start(config_for(&notion)).await;
+//! let resp = gw.get("/v1/users/me").await;
+//! assert_eq!(resp.status, 200);
+//! ```
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+pub mod connect_proxy;
+pub mod fake_notion;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use notion_gateway::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+#[allow(unused_imports)]
+pub use fake_notion::{FakeNotion, Received, Reply};
+
+pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// A gateway configuration pointing at `notion`, otherwise the embedded defaults.
+pub fn config_for(notion: &FakeNotion) -> Config {
+    let mut cfg = Config::default();
+    cfg.upstream.base = format!("{}/", notion.url()).parse().unwrap();
+    cfg
+}
+
+/// The real gateway (`notion_gateway::run`) on an ephemeral port of 127.0.0.1.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), notion_gateway::server::RunError>>>,
+    client: Client<HttpConnector, ClientBody>,
+}
+
+impl TestGateway {
+    pub async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(notion_gateway::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Starts the shutdown (as SIGTERM would) without waiting for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+
+    /// Shuts down and waits until `run` returned.
+    pub async fn shutdown(mut self) {
+        self.begin_shutdown();
+        self.wait_stopped().await;
+    }
+
+    pub async fn wait_stopped(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.await.unwrap().unwrap();
+        }
+    }
+
+    /// A request to the gateway with the default test token. Tokens in tests are fake.
+    pub fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        self.request_as(method, path, "ntn_test_token_0001")
+    }
+
+    /// A request to the gateway with `token` as its bearer token.
+    pub fn request_as(&self, method: Method, path: &str, token: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header("authorization", format!("Bearer {token}"))
+    }
+
+    pub async fn send(&self, req: Request<ClientBody>) -> Resp {
+        let resp = self.client.request(req).await.expect("gateway answered");
+        Resp::read(resp).await
+    }
+
+    /// Like [`send`](Self::send), as a `'static` future to spawn beside the test's own steps.
+    pub fn send_detached(
+        &self,
+        req: Request<ClientBody>,
+    ) -> impl std::future::Future<Output = Resp> + Send + 'static {
+        let client = self.client.clone();
+        async move {
+            let resp = client.request(req).await.expect("gateway answered");
+            Resp::read(resp).await
+        }
+    }
+
+    /// Sends and returns the response head with its body still streaming.
+    pub async fn send_streaming(
+        &self,
+        req: Request<ClientBody>,
+    ) -> http::Response<hyper::body::Incoming> {
+        self.client.request(req).await.expect("gateway answered")
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.request(Method::GET, path).body(empty()).unwrap())
+            .await
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> Resp {
+        let req = self
+            .request(Method::POST, path)
+            .header("content-type", "application/json")
+            .body(full(body.to_string()))
+            .unwrap();
+        self.send(req).await
+    }
+}
+
+pub fn empty() -> ClientBody {
+    full(Bytes::new())
+}
+
+pub fn full(b: impl Into<Bytes>) -> ClientBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+/// A request body the test feeds chunk by chunk.
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ClientBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::io::Error>(hyper::body::Frame::data(b)), rx))
+    });
+    (tx, http_body_util::StreamBody::new(stream).boxed_unsync())
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub async fn read(resp: http::Response<hyper::body::Incoming>) -> Self {
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("whole body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the gateway's own Notion-shaped error and returns it.
+    pub fn assert_gateway_error(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        let v = self.json();
+        assert_eq!(v["object"], "error");
+        assert_eq!(v["status"], status);
+        assert_eq!(v["code"], code);
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.starts_with("notion-gateway: "), "{msg}");
+        let rid = v["request_id"].as_str().unwrap();
+        assert!(!rid.is_empty());
+        assert_eq!(Some(rid), self.header("x-request-id"));
+        v
+    }
+}
+
+/// Writes raw bytes to `addr` and reads until the server closes the connection (send
+/// `Connection: close`), or `within` passes.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], within: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(within, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON body of a raw HTTP/1.1 response.
+pub fn raw_json(response: &str) -> serde_json::Value {
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("no JSON body ({e}): {response}"))
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}

@@ -12,7 +12,6 @@
 //! The layers are stateless (state lives in [`Gateway`], shared by `Arc`), so it does not matter
 //! that axum may instantiate them per connection.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -34,8 +33,6 @@ use crate::{admin, proxy};
 pub struct Gateway {
     pub config: Config,
     pub upstream: Upstream,
-    /// Set once shutdown begins: `/readyz` turns 503 so load balancers stop sending.
-    draining: AtomicBool,
     /// Flips to `true` when the drain deadline passes: requests still waiting answer 503.
     hard_stop: watch::Receiver<bool>,
 }
@@ -49,17 +46,8 @@ impl Gateway {
         Ok(Self {
             config,
             upstream,
-            draining: AtomicBool::new(false),
             hard_stop,
         })
-    }
-
-    pub fn begin_drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
     }
 
     /// Resolves when the drain deadline has passed. Never resolves if shutdown never comes.

@@ -12,7 +12,7 @@
 //! * the peer address is attached to each request ([`ClientAddr`]).
 //!
 //! Shutdown (PRODUCT.md P6): when `shutdown` resolves, the listener is closed (new connections
-//! are refused), `/readyz` turns 503, idle keep-alive connections are closed and busy ones finish
+//! are refused, which is what tells a load balancer to stop sending), idle keep-alive connections are closed and busy ones finish
 //! their current request. Requests still without a response when `server.drain_timeout` passes
 //! are answered 503 `service_unavailable`; after a short grace for those answers to be written,
 //! the remaining connections (streams still running) are closed.
@@ -108,7 +108,6 @@ pub async fn run(
     }
 
     drop(listener);
-    gw.begin_drain();
     tracing::info!(
         in_flight_connections = connections.len(),
         drain_timeout = ?drain_timeout,

@@ -122,9 +122,7 @@ where
 }
 
 /// Finds a [`BodyError`] anywhere in an error's source chain.
-pub fn find_body_error<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a BodyError> {
+pub fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
     error_chain(err).find_map(|e| e.downcast_ref::<BodyError>())
 }
 
@@ -162,7 +160,10 @@ mod tests {
         pub struct Rx(pub tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>);
         impl futures_util::Stream for Rx {
             type Item = Result<Frame<Bytes>, std::io::Error>;
-            fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            fn poll_next(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<Option<Self::Item>> {
                 self.0.poll_recv(cx)
             }
         }
@@ -175,7 +176,9 @@ mod tests {
         let start = Instant::now();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(9)).await;
-            tx.send(Ok(Frame::data(Bytes::from_static(b"a")))).await.unwrap();
+            tx.send(Ok(Frame::data(Bytes::from_static(b"a"))))
+                .await
+                .unwrap();
             // then nothing more, sender kept alive
             tokio::time::sleep(Duration::from_secs(3600)).await;
             drop(tx);
@@ -193,8 +196,12 @@ mod tests {
     async fn limit_is_enforced_across_frames() {
         let (tx, body) = channel_body();
         let mut body = GuardedBody::new(body, Duration::from_secs(10), Some(5));
-        tx.send(Ok(Frame::data(Bytes::from_static(b"abc")))).await.unwrap();
-        tx.send(Ok(Frame::data(Bytes::from_static(b"def")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"abc"))))
+            .await
+            .unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"def"))))
+            .await
+            .unwrap();
         assert!(body.frame().await.unwrap().is_ok());
         let err = body.frame().await.unwrap().unwrap_err();
         assert!(matches!(err, BodyError::TooLarge(5)));

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Overrides;
 
 #[derive(Debug, Parser)]
-#[command(name = "notion-gateway", version, about = "A rate-limiting reverse proxy for the Notion API")]
+#[command(
+    name = "notion-gateway",
+    version,
+    about = "A rate-limiting reverse proxy for the Notion API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -29,7 +33,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// TOML configuration file (see config/notion-gateway.toml).
-    #[arg(long, global = true, value_name = "FILE", env = "NOTION_GATEWAY_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "NOTION_GATEWAY_CONFIG"
+    )]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 127.0.0.1:8787 (server.listen).
     #[arg(long, global = true, value_name = "ADDR")]

@@ -90,9 +90,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             AbsoluteForm | NotFound(_) => "invalid_request_url",
-            MethodNotAllowed(_) | RequestBodyStalled(_) | RequestBodyBroken(_) => {
-                "invalid_request"
-            }
+            MethodNotAllowed(_) | RequestBodyStalled(_) | RequestBodyBroken(_) => "invalid_request",
             HeadersTooLarge { .. } | BodyTooLarge { .. } => "validation_error",
             UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => "bad_gateway",
             UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
@@ -131,7 +129,13 @@ impl GatewayError {
     /// The Notion-shaped response, stamped with the request id the caller will also see in
     /// `x-request-id`.
     pub fn to_response(&self, request_id: &str) -> Response {
-        notion_error(self.status(), self.code(), &self.to_string(), request_id, self.retry_after())
+        notion_error(
+            self.status(),
+            self.code(),
+            &self.to_string(),
+            request_id,
+            self.retry_after(),
+        )
     }
 }
 

@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn id_is_a_hash_prefix_and_never_the_token() {
         let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer ntn_secret_123"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer ntn_secret_123"),
+        );
         let id = token_id(&h).unwrap();
         assert_eq!(id.as_str().len(), 12);
         assert!(!id.as_str().contains("secret"));

@@ -27,7 +27,10 @@ fn main() -> ExitCode {
 
 fn serve(config: notion_gateway::Config) -> ExitCode {
     telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("notion-gateway: cannot start the async runtime: {e}");

@@ -74,7 +74,11 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, GatewayError> {
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
-    let count_limit = if declared.is_some() { None } else { Some(limit) };
+    let count_limit = if declared.is_some() {
+        None
+    } else {
+        Some(limit)
+    };
     let body = GuardedBody::new(body, cfg.server.body_idle_timeout, count_limit);
 
     let uri = gw.upstream.uri_for(parts.uri.path_and_query())?;

@@ -24,7 +24,10 @@ async fn get_passes_through_path_query_headers_status_and_body() {
     let gw = TestGateway::start(config_for(&notion)).await;
 
     let req = gw
-        .request(Method::GET, "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5?filter_properties=title&x=%20y")
+        .request(
+            Method::GET,
+            "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5?filter_properties=title&x=%20y",
+        )
         .header("x-caller-header", "hello")
         .body(empty())
         .unwrap();
@@ -54,7 +57,13 @@ async fn get_passes_through_path_query_headers_status_and_body() {
 async fn every_method_and_body_is_forwarded_unchanged() {
     let notion = FakeNotion::start().await;
     let gw = TestGateway::start(config_for(&notion)).await;
-    for method in [Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE] {
+    for method in [
+        Method::GET,
+        Method::POST,
+        Method::PATCH,
+        Method::PUT,
+        Method::DELETE,
+    ] {
         let body = format!(r#"{{"method":"{method}","properties":{{"Name":"ü"}}}}"#);
         let req = gw
             .request(method.clone(), "/v1/blocks/b1/children")
@@ -117,7 +126,12 @@ async fn hop_by_hop_and_gateway_headers_stay_on_their_hop() {
         .unwrap();
     let resp = gw.send(req).await;
     let seen = &notion.received()[0];
-    for name in ["x-caller-private", "proxy-authorization", "x-gateway-client", "te"] {
+    for name in [
+        "x-caller-private",
+        "proxy-authorization",
+        "x-gateway-client",
+        "te",
+    ] {
         assert!(!seen.headers.contains_key(name), "{name} was forwarded");
     }
     assert!(!resp.headers.contains_key("x-upstream-private"));
@@ -133,11 +147,17 @@ async fn request_ids_are_kept_or_created() {
         .header("x-request-id", "caller-chosen-7")
         .body(empty())
         .unwrap();
-    assert_eq!(gw.send(req).await.header("x-request-id"), Some("caller-chosen-7"));
+    assert_eq!(
+        gw.send(req).await.header("x-request-id"),
+        Some("caller-chosen-7")
+    );
 
     let a = gw.get("/v1/users").await;
     let b = gw.get("/nowhere").await;
-    let (a, b) = (a.header("x-request-id").unwrap(), b.header("x-request-id").unwrap());
+    let (a, b) = (
+        a.header("x-request-id").unwrap(),
+        b.header("x-request-id").unwrap(),
+    );
     assert_eq!(a.len(), 36, "a UUID: {a}");
     assert_ne!(a, b);
 }
@@ -238,7 +258,9 @@ async fn oversized_body_is_refused_before_anything_reaches_notion() {
     let gw = TestGateway::start(cfg).await;
 
     // Declared length over the limit: 413 without contacting the upstream.
-    let r = gw.post_json("/v1/pages", serde_json::json!({"x": "y".repeat(2000)})).await;
+    let r = gw
+        .post_json("/v1/pages", serde_json::json!({"x": "y".repeat(2000)}))
+        .await;
     let v = r.assert_gateway_error(413, "validation_error");
     assert!(v["message"].as_str().unwrap().contains("1024 bytes"));
     assert_eq!(notion.connections(), 0);
@@ -259,7 +281,14 @@ async fn oversized_body_is_refused_before_anything_reaches_notion() {
 async fn paths_outside_the_api_are_not_forwarded() {
     let notion = FakeNotion::start().await;
     let gw = TestGateway::start(config_for(&notion)).await;
-    for path in ["/", "/v1", "/v2/pages", "/admin/pages", "/v1x/users", "/favicon.ico"] {
+    for path in [
+        "/",
+        "/v1",
+        "/v2/pages",
+        "/admin/pages",
+        "/v1x/users",
+        "/favicon.ico",
+    ] {
         let r = gw.get(path).await;
         let v = r.assert_gateway_error(404, "invalid_request_url");
         assert!(v["message"].as_str().unwrap().contains("/v1/*"));
@@ -273,12 +302,18 @@ async fn absolute_form_and_connect_are_refused_not_an_open_proxy() {
     let gw = TestGateway::start(config_for(&notion)).await;
 
     let target = format!("http://{}/v1/users/me", notion.addr);
-    let raw = format!("GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", notion.addr);
+    let raw = format!(
+        "GET {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        notion.addr
+    );
     let out = raw_exchange(gw.addr, raw.as_bytes(), WITHIN).await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert_eq!(raw_json(&out)["code"], "invalid_request_url");
 
-    let raw = format!("CONNECT {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", notion.addr, notion.addr);
+    let raw = format!(
+        "CONNECT {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        notion.addr, notion.addr
+    );
     let out = raw_exchange(gw.addr, raw.as_bytes(), WITHIN).await;
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
     assert_eq!(raw_json(&out)["code"], "invalid_request");
@@ -350,14 +385,19 @@ async fn upstream_reset_before_answering_is_a_502() {
     let gw = TestGateway::start(config_for(&notion)).await;
     let r = gw.get("/v1/users").await;
     let v = r.assert_gateway_error(502, "bad_gateway");
-    assert!(v["message"].as_str().unwrap().contains("failed before a response"));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("failed before a response"));
 }
 
 #[tokio::test]
 async fn health_and_readiness() {
     let notion = FakeNotion::start().await;
     let gw = TestGateway::start(config_for(&notion)).await;
-    let h = gw.send(gw.request(Method::GET, "/healthz").body(empty()).unwrap()).await;
+    let h = gw
+        .send(gw.request(Method::GET, "/healthz").body(empty()).unwrap())
+        .await;
     assert_eq!(h.status, 200);
     assert_eq!(h.json()["status"], "ok");
     let r = gw.get("/readyz").await;
@@ -400,11 +440,20 @@ async fn tokens_never_reach_the_log() {
     gw.get("/nowhere").await;
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("\"path\":\"/v1/pages\""), "request event logged: {logs}");
+    assert!(
+        logs.contains("\"path\":\"/v1/pages\""),
+        "request event logged: {logs}"
+    );
     assert!(logs.contains("\"status\":401"), "{logs}");
     let expected_id = notion_gateway::identity::TokenId::of(b"ntn_SUPERSECRET_value");
-    assert!(logs.contains(expected_id.as_str()), "integration hash logged");
-    assert!(!logs.contains("SUPERSECRET"), "token leaked into logs: {logs}");
+    assert!(
+        logs.contains(expected_id.as_str()),
+        "integration hash logged"
+    );
+    assert!(
+        !logs.contains("SUPERSECRET"),
+        "token leaked into logs: {logs}"
+    );
 }
 
 mod tls {
@@ -441,7 +490,9 @@ mod tls {
             while let Ok((s, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(s).await else { return };
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
                     let svc = hyper::service::service_fn(|_req| async {
                         Ok::<_, std::convert::Infallible>(http::Response::new(
                             http_body_util::Full::new(Bytes::from_static(b"{\"object\":\"user\"}")),
@@ -510,7 +561,10 @@ mod tls {
         let tunnels = proxy.tunnels();
         assert_eq!(tunnels.len(), 1);
         assert_eq!(tunnels[0].target, format!("localhost:{}", addr.port()));
-        assert_eq!(tunnels[0].proxy_authorization.as_deref(), Some("Basic dXNlcjpwYXNz"));
+        assert_eq!(
+            tunnels[0].proxy_authorization.as_deref(),
+            Some("Basic dXNlcjpwYXNz")
+        );
     }
 
     #[tokio::test]
@@ -523,7 +577,10 @@ mod tls {
             authorization: None,
         });
         let gw = TestGateway::start(cfg).await;
-        let v = gw.get("/v1/users/me").await.assert_gateway_error(502, "bad_gateway");
+        let v = gw
+            .get("/v1/users/me")
+            .await
+            .assert_gateway_error(502, "bad_gateway");
         assert!(v["message"].as_str().unwrap().contains("could not connect"));
     }
 }

@@ -32,7 +32,10 @@ async fn hung_upstream_gets_a_504_at_the_request_deadline() {
     let r = gw.get("/v1/databases/d1").await;
     let v = r.assert_gateway_error(504, "gateway_timeout");
     assert_about(start.elapsed(), Duration::from_secs(58));
-    assert!(v["message"].as_str().unwrap().contains("server.request_timeout"));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("server.request_timeout"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -48,7 +51,10 @@ async fn one_attempt_is_bounded_by_the_attempt_timeout() {
         .await
         .assert_gateway_error(504, "gateway_timeout");
     assert_about(start.elapsed(), Duration::from_secs(20));
-    assert!(v["message"].as_str().unwrap().contains("upstream.attempt_timeout"));
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("upstream.attempt_timeout"));
 }
 
 #[tokio::test(start_paused = true)]
@@ -56,8 +62,13 @@ async fn connect_timeout_applies_when_the_upstream_never_accepts() {
     // A listener with a backlog of 1 that never accepts: once its queue is full, the kernel
     // drops further SYNs and connect() hangs, like a black-holed host.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into())
-        .unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
     sock.listen(1).unwrap();
     let addr = sock.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
@@ -96,7 +107,10 @@ async fn client_that_stops_sending_its_body_gets_a_408() {
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     assert_eq!(raw_json(&out)["code"], "invalid_request");
     assert_about(start.elapsed(), Duration::from_secs(30));
-    assert!(notion.received().is_empty(), "no complete request reached Notion");
+    assert!(
+        notion.received().is_empty(),
+        "no complete request reached Notion"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,11 +123,17 @@ async fn upstream_that_stalls_mid_body_is_cut_after_the_body_idle_timeout() {
     });
     let gw = TestGateway::start(config_for(&notion)).await;
     let resp = gw
-        .send_streaming(gw.request(Method::GET, "/v1/blocks/b/children").body(empty()).unwrap())
+        .send_streaming(
+            gw.request(Method::GET, "/v1/blocks/b/children")
+                .body(empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
-    tx.send(Bytes::from_static(b"{\"results\":[")).await.unwrap();
+    tx.send(Bytes::from_static(b"{\"results\":["))
+        .await
+        .unwrap();
     assert!(body.frame().await.unwrap().is_ok());
     let start = Instant::now();
     // The upstream keeps the stream open but sends nothing more.
@@ -130,7 +150,9 @@ async fn idle_and_slow_header_connections_are_closed() {
 
     // Idle keep-alive: one request, then silence.
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -200,14 +222,28 @@ async fn shutdown_drains_in_flight_requests_then_answers_503() {
     notion.push(Reply::Hang);
     let mut gw = TestGateway::start(config_for(&notion)).await;
 
-    let slow = tokio::spawn(gw.send_detached(gw.request(Method::GET, "/v1/pages/a").body(empty()).unwrap()));
-    let hung = tokio::spawn(gw.send_detached(gw.request(Method::GET, "/v1/pages/b").body(empty()).unwrap()));
+    let slow = tokio::spawn(
+        gw.send_detached(
+            gw.request(Method::GET, "/v1/pages/a")
+                .body(empty())
+                .unwrap(),
+        ),
+    );
+    let hung = tokio::spawn(
+        gw.send_detached(
+            gw.request(Method::GET, "/v1/pages/b")
+                .body(empty())
+                .unwrap(),
+        ),
+    );
     while notion.received().len() < 2 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // An idle keep-alive connection, to see it closed when the drain begins.
     let mut idle = TcpStream::connect(gw.addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let _ = idle.read(&mut buf).await.unwrap();
 
@@ -215,11 +251,16 @@ async fn shutdown_drains_in_flight_requests_then_answers_503() {
     gw.begin_shutdown();
     tokio::time::sleep(Duration::from_secs(1)).await;
     // No new connections; the idle one was closed.
-    assert!(TcpStream::connect(gw.addr).await.is_err(), "listener closed");
+    assert!(
+        TcpStream::connect(gw.addr).await.is_err(),
+        "listener closed"
+    );
     assert_eq!(idle.read(&mut buf).await.unwrap(), 0);
 
     // The first request finishes normally during the drain.
-    tx.send(Bytes::from_static(b"{\"object\":\"page\"}")).await.unwrap();
+    tx.send(Bytes::from_static(b"{\"object\":\"page\"}"))
+        .await
+        .unwrap();
     drop(tx);
     let first = slow.await.unwrap();
     assert_eq!(first.status, 200);

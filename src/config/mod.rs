@@ -99,7 +99,10 @@ pub enum LogFormat {
 impl Default for Config {
     /// The embedded defaults, validated, without consulting the environment.
     fn default() -> Self {
-        let figment = Figment::from(Named::new("default", Serialized::defaults(RawConfig::default())));
+        let figment = Figment::from(Named::new(
+            "default",
+            Serialized::defaults(RawConfig::default()),
+        ));
         validate(&RawConfig::default(), &figment, &NoEnv)
             .unwrap_or_else(|e| unreachable!("embedded defaults are valid: {e}"))
     }
@@ -403,7 +406,9 @@ fn resolve_proxy(
         Some(p) => {
             let uri: Uri = p.parse().map_err(|e| format!("not a URL: {e}"))?;
             if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-                return Err("must be http://[user:password@]host:port (an HTTP CONNECT proxy)".into());
+                return Err(
+                    "must be http://[user:password@]host:port (an HTTP CONNECT proxy)".into(),
+                );
             }
             Matcher::builder()
                 .all(p.to_string())

@@ -280,7 +280,11 @@ async fn handle(
                 "body_len": rec.body.len(),
                 "body": if rec.body.len() <= 65536 { String::from_utf8_lossy(&rec.body).into_owned() } else { String::new() },
             });
-            full(200, &[("content-type", "application/json".into())], Bytes::from(body.to_string()))
+            full(
+                200,
+                &[("content-type", "application/json".into())],
+                Bytes::from(body.to_string()),
+            )
         }
         Reply::Full {
             status,

@@ -187,7 +187,12 @@ impl Resp {
 
     /// Asserts the gateway's own Notion-shaped error and returns it.
     pub fn assert_gateway_error(&self, status: u16, code: &str) -> serde_json::Value {
-        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
         let v = self.json();
         assert_eq!(v["object"], "error");
         assert_eq!(v["status"], status);

@@ -20,8 +20,11 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use http::Method;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -68,8 +71,47 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .fallback(proxy::handle)
         .layer(middleware::from_fn_with_state(gw.clone(), guard))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(SetRequestIdLayer::new(
+            REQUEST_ID.clone(),
+            RequestIds::new(),
+        ))
         .with_state(gw)
+}
+
+/// Makes request ids that look like random UUIDs: a random per-process half and a counter half
+/// (scrambled), so ids are unique within a process and collide across processes only by
+/// chance. Unlike `Uuid::new_v4`, no `getrandom` syscall per request.
+#[derive(Clone)]
+struct RequestIds {
+    seed: [u8; 16],
+    counter: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            seed: *uuid::Uuid::new_v4().as_bytes(),
+            counter: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _req: &http::Request<B>) -> Option<RequestId> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // splitmix64 scrambles the counter; the version/variant bits uuid sets take 2 of its 64
+        // bits, so ids repeat only by (astronomically unlikely) chance.
+        let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let mut bytes = self.seed;
+        bytes[8..].copy_from_slice(&z.to_be_bytes());
+        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
+        let mut buf = uuid::Uuid::encode_buffer();
+        let text = id.hyphenated().encode_lower(&mut buf);
+        http::HeaderValue::from_str(text).ok().map(RequestId::new)
+    }
 }
 
 /// The request id the caller will see (set by `SetRequestIdLayer` before anything else runs).

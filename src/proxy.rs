@@ -7,7 +7,8 @@
 //! a [`GuardedBody`]; *fail to proxy* — a [`GatewayError`] becomes a Notion-shaped answer;
 //! *logging* — one event per request.
 //!
-//! Deadlines: the whole pipeline up to response headers runs under `server.request_timeout`;
+//! Deadlines: the whole pipeline up to response headers runs under `server.request_timeout`
+//! (checked at every await, so one timer serves per await rather than one per bound);
 //! one upstream attempt under `upstream.attempt_timeout`; bodies under
 //! `server.body_idle_timeout`. When the drain deadline passes during shutdown, a request that
 //! has no response yet is answered 503.
@@ -35,10 +36,9 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     let id = request_id(&req);
     let mut log = RequestLog::new(&req, &id);
 
+    let deadline = start + gw.config.server.request_timeout;
     let outcome = tokio::select! {
-        r = tokio::time::timeout(gw.config.server.request_timeout, forward(&gw, req)) => {
-            r.unwrap_or(Err(GatewayError::DeadlineExceeded(gw.config.server.request_timeout)))
-        }
+        r = forward(&gw, req, deadline) => r,
         () = gw.hard_stopped() => Err(GatewayError::ShuttingDown),
     };
 
@@ -54,7 +54,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     response
 }
 
-async fn forward(gw: &Gateway, req: Request) -> Result<Response, GatewayError> {
+async fn forward(gw: &Gateway, req: Request, deadline: Instant) -> Result<Response, GatewayError> {
     let path = req.uri().path();
     if !PROXIED_PREFIXES.iter().any(|p| path.starts_with(p)) {
         return Err(GatewayError::NotFound(path.to_owned()));
@@ -92,10 +92,19 @@ async fn forward(gw: &Gateway, req: Request) -> Result<Response, GatewayError> {
     parts.extensions = Default::default();
     let upstream_req = http::Request::from_parts(parts, body);
 
+    // One timer for both bounds: whichever of the attempt timeout and the request deadline
+    // comes first.
     let attempt = cfg.upstream.attempt_timeout;
-    let resp = tokio::time::timeout(attempt, gw.upstream.send(upstream_req))
+    let attempt_end = Instant::now() + attempt;
+    let resp = tokio::time::timeout_at(attempt_end.min(deadline), gw.upstream.send(upstream_req))
         .await
-        .map_err(|_| GatewayError::UpstreamTimeout(attempt))??;
+        .map_err(|_| {
+            if attempt_end < deadline {
+                GatewayError::UpstreamTimeout(attempt)
+            } else {
+                GatewayError::DeadlineExceeded(cfg.server.request_timeout)
+            }
+        })??;
 
     let (mut parts, body) = resp.into_parts();
     headers::to_caller(&mut parts.headers);

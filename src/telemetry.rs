@@ -6,6 +6,8 @@
 //! token's hash prefix), `request_bytes` (declared length), and `error` (the gateway's own
 //! reason when it answered by itself). Tokens never appear: only [`crate::identity::TokenId`].
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -18,22 +20,115 @@ use crate::error::GatewayError;
 use crate::headers::NOTION_REQUEST_ID;
 use crate::identity::{token_id, TokenId};
 
+/// Flushes buffered log lines when dropped (at the end of `main`).
+pub struct LogGuard(BatchWriter);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.0.flush();
+    }
+}
+
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
-pub fn init(cfg: &LogConfig) {
+///
+/// Lines go to stdout through a [`BatchWriter`]: writing each access-log line with its own
+/// `write` syscall, or waking a writer thread per line, cost 6–8 µs of CPU per request in the
+/// overhead benchmark, a fifth of the gateway's whole per-request cost.
+pub fn init(cfg: &LogConfig) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let writer = BatchWriter::stdout();
+    writer.spawn_flusher(FLUSH_EVERY);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer.clone());
     let result = match cfg.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .try_init(),
     };
     // Already installed (tests, embedding): keep the existing subscriber.
     let _ = result;
+    LogGuard(writer)
+}
+
+/// How long a log line may wait in the buffer.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// A log sink that appends whole lines to a shared buffer and writes it out when it holds
+/// [`BATCH_BYTES`], or every [`FLUSH_EVERY`] from a flusher thread. A line costs a short,
+/// normally uncontended lock and a copy. Lines are never dropped; at most `FLUSH_EVERY` of
+/// them are lost if the process is killed with SIGKILL.
+#[derive(Clone)]
+pub struct BatchWriter {
+    buf: Arc<Mutex<Vec<u8>>>,
+}
+
+impl BatchWriter {
+    fn stdout() -> Self {
+        Self {
+            buf: Arc::new(Mutex::new(Vec::with_capacity(BATCH_BYTES))),
+        }
+    }
+
+    fn spawn_flusher(&self, every: Duration) {
+        let me = self.clone();
+        let _ = std::thread::Builder::new()
+            .name("notion-gateway-log".into())
+            .spawn(move || loop {
+                std::thread::sleep(every);
+                me.flush();
+            });
+    }
+
+    fn take(&self) -> Vec<u8> {
+        match self.buf.lock() {
+            Ok(mut b) => std::mem::replace(&mut *b, Vec::with_capacity(BATCH_BYTES)),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn flush(&self) {
+        let out = self.take();
+        if !out.is_empty() {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&out);
+            let _ = stdout.flush();
+        }
+    }
+}
+
+impl Write for BatchWriter {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        let full = {
+            let mut b = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+            b.extend_from_slice(line);
+            b.len() >= BATCH_BYTES
+        };
+        if full {
+            BatchWriter::flush(self);
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        BatchWriter::flush(self);
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
+    type Writer = BatchWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
 }
 
 /// What the access log records about one proxied request.

@@ -7,11 +7,6 @@ use clap::Parser;
 use notion_gateway::cli::{Cli, Command};
 use notion_gateway::{config, telemetry};
 
-/// glibc's malloc/free and memcpy were 13 % of the gateway's CPU under load; mimalloc's
-/// thread-local free lists cut that (see README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let loaded = match config::load(&cli.global.overrides()) {

@@ -1,30 +1,33 @@
 //! The gateway's shared state and its HTTP surface: which paths exist and what guards them.
 //!
-//! Routes: `/healthz`, `/readyz` (admin), everything under `/v1/` and `/admin/v1/` (proxied to
-//! Notion), anything else 404 in Notion's shape. In front of every route:
+//! [`App::handle`] is the one entry point for every request hyper parses:
 //!
-//! 1. `SetRequestId` / `PropagateRequestId` (tower-http): every response carries `x-request-id`,
-//!    the caller's own or a new UUID, and the gateway's error bodies quote it.
-//! 2. [`guard`]: refuses what must never be forwarded (absolute-form targets, `CONNECT`,
-//!    `TRACE`) and request heads over `server.max_header_bytes`, before any route runs. This is
-//!    what keeps the gateway from being an open proxy (PRODUCT.md P1).
+//! 1. **Request id**: every response carries `x-request-id`, the caller's own or a new one, and
+//!    the gateway's error bodies quote it.
+//! 2. **Guard**: refuses what must never be forwarded (absolute-form targets, `CONNECT`,
+//!    `TRACE`) and request heads over `server.max_header_bytes`, before anything else runs.
+//!    This is what keeps the gateway from being an open proxy (PRODUCT.md P1).
+//! 3. **Dispatch**: `/v1/*` and `/admin/v1/*` go straight to [`proxy::handle`]; everything else
+//!    (the gateway's own endpoints, and Notion-shaped 404s) goes to an axum router.
 //!
-//! The layers are stateless (state lives in [`Gateway`], shared by `Arc`), so it does not matter
-//! that axum may instantiate them per connection.
+//! The proxied path deliberately bypasses axum's router and middleware. Boxed middleware
+//! futures, extension maps and body boxing cost more than half of the gateway's own CPU per
+//! request in the overhead benchmark; see README, Performance.
+//!
+//! State lives in [`Gateway`], shared by `Arc`, so nothing depends on how many times a
+//! service is cloned or instantiated per connection.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
+use axum::body::Body;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use http::Method;
-use std::sync::atomic::{AtomicU64, Ordering};
+use http::{HeaderValue, Method, Request};
+use hyper::body::Incoming;
 use tokio::sync::watch;
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::error::GatewayError;
@@ -63,41 +66,71 @@ impl Gateway {
     }
 }
 
-/// The router with its guard and request-id layers.
-pub fn router(gw: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/healthz", get(admin::healthz))
-        .route("/readyz", get(admin::readyz))
-        .fallback(proxy::handle)
-        .layer(middleware::from_fn_with_state(gw.clone(), guard))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(
-            REQUEST_ID.clone(),
-            RequestIds::new(),
-        ))
-        .with_state(gw)
+/// The whole HTTP surface as one service.
+pub struct App {
+    gw: Arc<Gateway>,
+    admin: Router,
+    ids: RequestIds,
+}
+
+impl App {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        let admin = Router::new()
+            .route("/healthz", get(admin::healthz))
+            .route("/readyz", get(admin::readyz))
+            .fallback(admin::not_found)
+            .with_state(gw.clone());
+        Self {
+            gw,
+            admin,
+            ids: RequestIds::new(),
+        }
+    }
+
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response {
+        let id = match req.headers().get(&REQUEST_ID) {
+            Some(v) => v.clone(),
+            None => {
+                let v = self.ids.next();
+                req.headers_mut().insert(REQUEST_ID.clone(), v.clone());
+                v
+            }
+        };
+        let mut resp = match check(&self.gw.config, &req) {
+            Err(err) => {
+                crate::telemetry::log_rejection(&req, &err, &id);
+                err.to_response(id.to_str().unwrap_or(""))
+            }
+            Ok(()) if proxy::is_proxied(req.uri().path()) => {
+                proxy::handle(&self.gw, req, &id).await
+            }
+            Ok(()) => match self.admin.clone().oneshot(req.map(Body::new)).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            },
+        };
+        resp.headers_mut().entry(&REQUEST_ID).or_insert(id);
+        resp
+    }
 }
 
 /// Makes request ids that look like random UUIDs: a random per-process half and a counter half
 /// (scrambled), so ids are unique within a process and collide across processes only by
 /// chance. Unlike `Uuid::new_v4`, no `getrandom` syscall per request.
-#[derive(Clone)]
 struct RequestIds {
     seed: [u8; 16],
-    counter: Arc<AtomicU64>,
+    counter: AtomicU64,
 }
 
 impl RequestIds {
     fn new() -> Self {
         Self {
             seed: *uuid::Uuid::new_v4().as_bytes(),
-            counter: Arc::new(AtomicU64::new(1)),
+            counter: AtomicU64::new(1),
         }
     }
-}
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _req: &http::Request<B>) -> Option<RequestId> {
+    fn next(&self) -> HeaderValue {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64 scrambles the counter; the version/variant bits uuid sets take 2 of its 64
         // bits, so ids repeat only by (astronomically unlikely) chance.
@@ -110,31 +143,11 @@ impl MakeRequestId for RequestIds {
         let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
         let mut buf = uuid::Uuid::encode_buffer();
         let text = id.hyphenated().encode_lower(&mut buf);
-        http::HeaderValue::from_str(text).ok().map(RequestId::new)
+        HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
     }
 }
 
-/// The request id the caller will see (set by `SetRequestIdLayer` before anything else runs).
-pub fn request_id(req: &Request) -> String {
-    req.headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned()
-}
-
-async fn guard(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    match check(&gw.config, &req) {
-        Ok(()) => next.run(req).await,
-        Err(err) => {
-            let id = request_id(&req);
-            crate::telemetry::log_rejection(&req, &err, &id);
-            err.to_response(&id)
-        }
-    }
-}
-
-fn check(config: &Config, req: &Request) -> Result<(), GatewayError> {
+fn check<B>(config: &Config, req: &Request<B>) -> Result<(), GatewayError> {
     if req.method() == Method::CONNECT || req.method() == Method::TRACE {
         return Err(GatewayError::MethodNotAllowed(req.method().clone()));
     }

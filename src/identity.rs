@@ -9,27 +9,30 @@ use http::{header, HeaderMap};
 use sha2::{Digest, Sha256};
 
 /// First 12 hex digits of the SHA-256 of a credential: stable, short, not reversible.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TokenId(String);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenId([u8; 12]);
 
 impl TokenId {
     pub fn of(credential: &[u8]) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(credential);
-        let mut s = String::with_capacity(12);
-        for b in &digest[..6] {
-            s.push_str(&format!("{b:02x}"));
+        let mut out = [0u8; 12];
+        for (i, b) in digest[..6].iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
         }
-        Self(s)
+        Self(out)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Always ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or("")
     }
 }
 
 impl std::fmt::Display for TokenId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

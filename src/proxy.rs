@@ -13,32 +13,34 @@
 //! `server.body_idle_timeout`. When the drain deadline passes during shutdown, a request that
 //! has no response yet is answered 503.
 
-use std::sync::Arc;
-
 use axum::body::Body;
-use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{header, Version};
+use http::{header, HeaderValue, Request, Version};
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::app::{request_id, Gateway};
+use crate::app::Gateway;
 use crate::body::GuardedBody;
 use crate::error::GatewayError;
 use crate::headers;
 use crate::telemetry::{self, RequestLog};
 
-/// Path prefixes that are forwarded; anything else is answered 404 by the gateway.
+/// Path prefixes that are forwarded; anything else is answered by the gateway itself.
 pub const PROXIED_PREFIXES: [&str; 2] = ["/v1/", "/admin/v1/"];
 
-/// The fallback route: proxies `/v1/*` and `/admin/v1/*`, refuses the rest.
-pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+/// Whether a path is forwarded to Notion.
+pub fn is_proxied(path: &str) -> bool {
+    PROXIED_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// Proxies one `/v1/*` or `/admin/v1/*` request and logs it.
+pub async fn handle(gw: &Gateway, req: Request<Incoming>, id: &HeaderValue) -> Response {
     let start = Instant::now();
-    let id = request_id(&req);
-    let mut log = RequestLog::new(&req, &id);
+    let mut log = RequestLog::new(&req, id);
 
     let deadline = start + gw.config.server.request_timeout;
     let outcome = tokio::select! {
-        r = forward(&gw, req, deadline) => r,
+        r = forward(gw, req, deadline) => r,
         () = gw.hard_stopped() => Err(GatewayError::ShuttingDown),
     };
 
@@ -46,7 +48,7 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
         Ok(resp) => resp,
         Err(err) => {
             log.error = Some(err.reason());
-            err.to_response(&id)
+            err.to_response(id.to_str().unwrap_or(""))
         }
     };
     log.finish(&response, start.elapsed());
@@ -54,11 +56,11 @@ pub async fn handle(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
     response
 }
 
-async fn forward(gw: &Gateway, req: Request, deadline: Instant) -> Result<Response, GatewayError> {
-    let path = req.uri().path();
-    if !PROXIED_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return Err(GatewayError::NotFound(path.to_owned()));
-    }
+async fn forward(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    deadline: Instant,
+) -> Result<Response, GatewayError> {
     let cfg = &gw.config;
     let (mut parts, body) = req.into_parts();
 

@@ -9,7 +9,6 @@
 //! * a socket write timeout of `server.body_idle_timeout` (tokio-io-timeout): a client that
 //!   stops reading its response cannot hold the connection, the upstream stream and memory
 //!   forever.
-//! * the peer address is attached to each request ([`ClientAddr`]).
 //!
 //! Shutdown (PRODUCT.md P6): when `shutdown` resolves, the listener is closed (new connections
 //! are refused, which is what tells a load balancer to stop sending), idle keep-alive connections are closed and busy ones finish
@@ -17,30 +16,24 @@
 //! are answered 503 `service_unavailable`; after a short grace for those answers to be written,
 //! the remaining connections (streams still running) are closed.
 
+use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
-use tower::ServiceExt;
 
-use crate::app::{self, Gateway};
+use crate::app::{App, Gateway};
 use crate::config::{Config, MAX_HEAD_BUFFER};
 
 /// After the drain deadline, how long 503 answers get to reach their callers.
 const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
-
-/// The caller's socket address, available to handlers as a request extension.
-#[derive(Debug, Clone, Copy)]
-pub struct ClientAddr(pub SocketAddr);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -57,7 +50,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_timeout = config.server.drain_timeout;
     let gw = Arc::new(Gateway::new(config, stop_rx).map_err(RunError::Upstream)?);
-    let router = app::router(gw.clone());
+    let app = Arc::new(App::new(gw.clone()));
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -92,11 +85,12 @@ pub async fn run(
                 let mut io = TimeoutStream::new(stream);
                 io.set_write_timeout(Some(write_timeout));
                 let io = TokioIo::new(Box::pin(io));
-                let svc = router.clone().map_request(move |mut req: http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ClientAddr(peer));
-                    req
+                let app = app.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    let app = app.clone();
+                    async move { Ok::<_, Infallible>(app.handle(req).await) }
                 });
-                let conn = graceful.watch(http.serve_connection(io, TowerToHyperService::new(svc)));
+                let conn = graceful.watch(http.serve_connection(io, svc));
                 connections.spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");

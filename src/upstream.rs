@@ -34,7 +34,7 @@ use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 
 /// The request body type sent upstream.
-pub type UpstreamBody = crate::body::GuardedBody<axum::body::Body>;
+pub type UpstreamBody = crate::body::GuardedBody<Incoming>;
 
 /// A configured upstream: where to go and how to get there.
 #[derive(Clone)]

@@ -163,6 +163,41 @@ fn check_config_redacts_proxy_credentials() {
     assert!(out.contains("proxy: none"), "{out}");
 }
 
+#[test]
+fn ca_bundle_is_read_and_checked_at_start() {
+    // Any PEM certificate will do; generate one.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let pem = temp_file("ca.pem", &cert.pem());
+    let (code, out, err) = run(bin()
+        .arg("check-config")
+        .env("NOTION_GATEWAY_UPSTREAM__CA_BUNDLE", &pem));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("extra CA certificates: 1"), "{out}");
+
+    let not_pem = temp_file("not-a-ca.pem", "hello\n");
+    let (code, _, err) = run(bin()
+        .arg("check-config")
+        .env("NOTION_GATEWAY_UPSTREAM__CA_BUNDLE", &not_pem));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("upstream.ca_bundle") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+
+    let (code, _, err) = run(bin()
+        .arg("check-config")
+        .env("NOTION_GATEWAY_UPSTREAM__CA_BUNDLE", "/nonexistent/ca.pem"));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("upstream.ca_bundle") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+}
+
 /// The shipped reference file lists every key at its default: with every commented key line
 /// uncommented, the effective configuration is exactly the defaults.
 #[test]

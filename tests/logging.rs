@@ -1,0 +1,59 @@
+//! The request log: one event per request, with the integration's hash and never its token.
+//! In its own binary because it installs the process-wide subscriber.
+
+mod support;
+
+use http::Method;
+use support::*;
+
+#[tokio::test]
+async fn tokens_never_reach_the_log() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    // Global, in a test binary of its own: a thread-local subscriber can miss events when other
+    // tests, running concurrently without one, have cached the callsites' interest.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::notion_error(401, "unauthorized"));
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let req = gw
+        .request_as(Method::POST, "/v1/pages", "ntn_SUPERSECRET_value")
+        .body(full("{}"))
+        .unwrap();
+    assert_eq!(gw.send(req).await.status, 401);
+    gw.get("/nowhere").await;
+
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("\"path\":\"/v1/pages\""),
+        "request event logged: {logs}"
+    );
+    assert!(logs.contains("\"status\":401"), "{logs}");
+    let expected_id = notion_gateway::identity::TokenId::of(b"ntn_SUPERSECRET_value");
+    assert!(
+        logs.contains(expected_id.as_str()),
+        "integration hash logged"
+    );
+    assert!(
+        !logs.contains("SUPERSECRET"),
+        "token leaked into logs: {logs}"
+    );
+}

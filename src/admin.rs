@@ -8,6 +8,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http::HeaderValue;
 
 use crate::app::Gateway;
 use crate::error::GatewayError;
@@ -26,11 +27,14 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// Anything that is neither proxied nor one of the gateway's own endpoints.
+/// Logged like any refused request; the probes of `/healthz` and `/readyz` are not logged.
 pub async fn not_found(req: Request) -> Response {
     let id = req
         .headers()
         .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    GatewayError::NotFound(req.uri().path().to_owned()).to_response(id)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(""));
+    let err = GatewayError::NotFound(req.uri().path().to_owned());
+    crate::telemetry::log_rejection(&req, &err, &id);
+    err.to_response(id.to_str().unwrap_or(""))
 }

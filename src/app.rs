@@ -131,7 +131,19 @@ impl RequestIds {
     }
 
     fn next(&self) -> HeaderValue {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let n = self
+            .counter
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(u64::from_le_bytes([
+                self.seed[0],
+                self.seed[1],
+                self.seed[2],
+                self.seed[3],
+                self.seed[4],
+                self.seed[5],
+                self.seed[6],
+                self.seed[7],
+            ]));
         // splitmix64 scrambles the counter; the version/variant bits uuid sets take 2 of its 64
         // bits, so ids repeat only by (astronomically unlikely) chance.
         let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use axum::response::Response;
 use http::{header, HeaderValue, Request};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{FormatFields, Writer};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -50,6 +53,7 @@ pub fn init(cfg: &LogConfig) -> LogGuard {
             .try_init(),
         LogFormat::Pretty => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .fmt_fields(Logfmt)
             .try_init(),
     };
     // Already installed (tests, embedding): keep the existing subscriber.
@@ -130,6 +134,81 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for BatchWriter {
     }
 }
 
+/// Fields as `key=value` pairs (logfmt): strings written as they are unless they need quotes.
+///
+/// tracing-subscriber's default field formatter escapes every value through `Debug` and styles
+/// every name: 11k of the 15k instructions that an access-log line cost (callgrind, see README).
+struct Logfmt;
+
+impl<'w> FormatFields<'w> for Logfmt {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'w>, fields: R) -> std::fmt::Result {
+        let mut v = LogfmtVisitor {
+            writer,
+            result: Ok(()),
+            first: true,
+        };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct LogfmtVisitor<'w> {
+    writer: Writer<'w>,
+    result: std::fmt::Result,
+    first: bool,
+}
+
+impl LogfmtVisitor<'_> {
+    /// Writes `name=` (or nothing, for the message) after a separating space.
+    fn key(&mut self, field: &Field) -> std::fmt::Result {
+        if !std::mem::take(&mut self.first) {
+            self.writer.write_char(' ')?;
+        }
+        if field.name() != "message" {
+            self.writer.write_str(field.name())?;
+            self.writer.write_char('=')?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, field: &Field, value: std::fmt::Arguments<'_>) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| self.writer.write_fmt(value));
+        }
+    }
+}
+
+impl Visit for LogfmtVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        let plain = !value.is_empty()
+            && !value
+                .bytes()
+                .any(|b| b == b' ' || b == b'"' || b == b'=' || b.is_ascii_control());
+        if plain || field.name() == "message" {
+            if self.result.is_ok() {
+                self.result = self.key(field).and_then(|()| self.writer.write_str(value));
+            }
+        } else {
+            self.put(field, format_args!("{value:?}"));
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field, format_args!("{value}"));
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field, format_args!("{value}"));
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field, format_args!("{value}"));
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field, format_args!("{value:.3}"));
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.put(field, format_args!("{value:?}"));
+    }
+}
+
 /// What the access log records about one proxied request. Holds cheap clones (reference-
 /// counted URI and header values), so building it allocates nothing.
 pub struct RequestLog {
@@ -201,4 +280,51 @@ pub fn log_rejection<B>(req: &Request<B>, err: &GatewayError, request_id: &Heade
         error = err.reason(),
         "request refused"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logfmt_writes_plain_values_and_quotes_the_rest() {
+        let cap = Capture::default();
+        let w = cap.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .fmt_fields(Logfmt)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            tracing::info!(
+                path = "/v1/pages/abc",
+                status = 200u64,
+                duration_ms = 1.23456f64,
+                note = "two words",
+                empty = "",
+                method = %http::Method::PATCH,
+                "request"
+            );
+        });
+        let out = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            out.trim_end(),
+            r#" INFO request path=/v1/pages/abc status=200 duration_ms=1.235 note="two words" empty="" method=PATCH"#
+        );
+    }
 }

@@ -39,7 +39,8 @@ async fn tokens_never_reach_the_log() {
         .body(full("{}"))
         .unwrap();
     assert_eq!(gw.send(req).await.status, 401);
-    gw.get("/nowhere").await;
+    let nowhere = gw.get("/nowhere").await;
+    assert_eq!(nowhere.status, 404);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     pub max_body: u64,
     pub max_header_bytes: usize,
+    /// Threads of the async runtime (the binary's; `run` uses whatever runtime it is called
+    /// on). 1 by default: see `config/notion-gateway.toml` for the measurement behind it.
+    pub worker_threads: usize,
 }
 
 /// The Notion side.
@@ -301,6 +304,10 @@ fn validate(raw: &RawConfig, fig: &Figment, env: &dyn ProxyEnv) -> Result<Config
         drain_timeout: s.drain_timeout,
         max_body: s.max_body.as_u64(),
         max_header_bytes,
+        worker_threads: match s.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
     };
 
     let u = &raw.upstream;

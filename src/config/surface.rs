@@ -34,6 +34,7 @@ pub struct RawServer {
     pub drain_timeout: Duration,
     pub max_body: ByteSize,
     pub max_header_bytes: ByteSize,
+    pub worker_threads: usize,
 }
 
 impl Default for RawServer {
@@ -46,6 +47,7 @@ impl Default for RawServer {
             drain_timeout: Duration::from_secs(30),
             max_body: ByteSize::mib(21),
             max_header_bytes: ByteSize::kib(64),
+            worker_threads: 1,
         }
     }
 }

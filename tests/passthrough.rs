@@ -89,6 +89,21 @@ async fn every_method_and_body_is_forwarded_unchanged() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_pooled_and_reused() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    for _ in 0..10 {
+        assert_eq!(gw.get("/v1/users/me").await.status, 200);
+    }
+    assert_eq!(notion.received().len(), 10);
+    assert_eq!(
+        notion.connections(),
+        1,
+        "one keep-alive connection served every request"
+    );
+}
+
+#[tokio::test]
 async fn callers_notion_version_wins_and_default_is_added() {
     let notion = FakeNotion::start().await;
     let gw = TestGateway::start(config_for(&notion)).await;

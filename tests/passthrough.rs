@@ -198,11 +198,8 @@ async fn notion_errors_pass_through_unchanged() {
 #[tokio::test]
 async fn server_sent_events_stream_through_as_they_are_produced() {
     let notion = FakeNotion::start().await;
-    let (events, chunks) = tokio::sync::mpsc::channel(4);
-    notion.push(Reply::Stream {
-        content_type: "text/event-stream",
-        chunks,
-    });
+    let (events, reply) = Reply::stream("text/event-stream");
+    notion.push(reply);
     let gw = TestGateway::start(config_for(&notion)).await;
     let req = gw
         .request(Method::POST, "/v1/sessions")

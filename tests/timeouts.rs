@@ -116,11 +116,8 @@ async fn client_that_stops_sending_its_body_gets_a_408() {
 #[tokio::test(start_paused = true)]
 async fn upstream_that_stalls_mid_body_is_cut_after_the_body_idle_timeout() {
     let notion = FakeNotion::start().await;
-    let (tx, chunks) = tokio::sync::mpsc::channel(1);
-    notion.push(Reply::Stream {
-        content_type: "application/json",
-        chunks,
-    });
+    let (tx, reply) = Reply::stream("application/json");
+    notion.push(reply);
     let gw = TestGateway::start(config_for(&notion)).await;
     let resp = gw
         .send_streaming(
@@ -175,11 +172,8 @@ async fn idle_and_slow_header_connections_are_closed() {
 #[tokio::test(start_paused = true)]
 async fn client_that_stops_reading_is_disconnected_and_the_upstream_released() {
     let notion = FakeNotion::start().await;
-    let (tx, chunks) = tokio::sync::mpsc::channel(1);
-    notion.push(Reply::Stream {
-        content_type: "application/octet-stream",
-        chunks,
-    });
+    let (tx, reply) = Reply::stream("application/octet-stream");
+    notion.push(reply);
     let gw = TestGateway::start(config_for(&notion)).await;
     let mut s = TcpStream::connect(gw.addr).await.unwrap();
     s.write_all(b"GET /v1/files/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n")
@@ -213,12 +207,9 @@ async fn client_that_stops_reading_is_disconnected_and_the_upstream_released() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_drains_in_flight_requests_then_answers_503() {
     let notion = FakeNotion::start().await;
-    let (tx, chunks) = tokio::sync::mpsc::channel(1);
     // First request: its answer arrives during the drain. Second: hangs past the deadline.
-    notion.push(Reply::Stream {
-        content_type: "application/json",
-        chunks,
-    });
+    let (tx, reply) = Reply::stream("application/json");
+    notion.push(reply);
     notion.push(Reply::Hang);
     let mut gw = TestGateway::start(config_for(&notion)).await;
 

@@ -91,6 +91,19 @@ impl Reply {
         r
     }
 
+    /// A 200 whose body the test writes chunk by chunk through the returned sender; the body
+    /// ends when the sender is dropped.
+    pub fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Self) {
+        let (tx, chunks) = mpsc::channel(1);
+        (
+            tx,
+            Reply::Stream {
+                content_type,
+                chunks,
+            },
+        )
+    }
+
     pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
         if let Reply::Full { headers, .. } = &mut self {
             headers.push((name, value.to_string()));

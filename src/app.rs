@@ -109,7 +109,8 @@ impl App {
                 Err(never) => match never {},
             },
         };
-        resp.headers_mut().entry(&REQUEST_ID).or_insert(id);
+        // The caller's id (or ours) wins over anything the upstream sent under the same name.
+        resp.headers_mut().insert(REQUEST_ID.clone(), id);
         resp
     }
 }

@@ -9,6 +9,8 @@
 //! * a socket write timeout of `server.body_idle_timeout` (tokio-io-timeout): a client that
 //!   stops reading its response cannot hold the connection, the upstream stream and memory
 //!   forever.
+//! * at most `server.max_connections` connections at once (a semaphore permit each); at the
+//!   limit the loop stops accepting and new clients wait in the kernel's listen backlog.
 //!
 //! Shutdown (PRODUCT.md P6): when `shutdown` resolves, the listener is closed (new connections
 //! are refused, which is what tells a load balancer to stop sending), idle keep-alive connections are closed and busy ones finish
@@ -25,7 +27,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 
@@ -59,6 +61,9 @@ pub async fn run(
         .keep_alive(true);
     let write_timeout = gw.config.server.body_idle_timeout;
 
+    // One permit per client connection (mini-redis's pattern): at the limit the loop stops
+    // accepting until a connection closes, and new clients wait in the listen backlog.
+    let permits = Arc::new(Semaphore::new(gw.config.server.max_connections));
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     tracing::info!(
@@ -71,7 +76,11 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => {
+            (accepted, permit) = async {
+                // Owned permits cannot fail unless the semaphore is closed, which it never is.
+                let permit = permits.clone().acquire_owned().await.ok();
+                (listener.accept().await, permit)
+            } => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
@@ -95,6 +104,7 @@ pub async fn run(
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "client connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

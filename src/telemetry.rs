@@ -2,7 +2,8 @@
 //!
 //! Output is human-readable (`log.format = "pretty"`) or one JSON object per line (`"json"`).
 //! The per-request event has target `notion_gateway::access` and these fields: `method`,
-//! `path`, `status`, `duration_ms`, `request_id`, `notion_request_id`, `integration` (the
+//! `path`, `status`, `duration_ms` (until the response head was ready; a streamed body may
+//! take longer), `request_id`, `notion_request_id`, `integration` (the
 //! token's hash prefix), `request_bytes` (declared length), and `error` (the gateway's own
 //! reason when it answered by itself). Tokens never appear: only [`crate::identity::TokenId`].
 

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// Threads of the async runtime (the binary's; `run` uses whatever runtime it is called
     /// on). 1 by default: see `config/notion-gateway.toml` for the measurement behind it.
     pub worker_threads: usize,
+    /// Client connections served at once; beyond it the accept loop waits, so new clients
+    /// queue in the kernel's listen backlog instead of exhausting file descriptors.
+    pub max_connections: usize,
 }
 
 /// The Notion side.
@@ -304,6 +307,10 @@ fn validate(raw: &RawConfig, fig: &Figment, env: &dyn ProxyEnv) -> Result<Config
         drain_timeout: s.drain_timeout,
         max_body: s.max_body.as_u64(),
         max_header_bytes,
+        max_connections: match s.max_connections {
+            0 => return Err(bad("server.max_connections", "must be at least 1".into())),
+            n => n,
+        },
         worker_threads: match s.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,

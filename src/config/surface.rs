@@ -35,6 +35,7 @@ pub struct RawServer {
     pub max_body: ByteSize,
     pub max_header_bytes: ByteSize,
     pub worker_threads: usize,
+    pub max_connections: usize,
 }
 
 impl Default for RawServer {
@@ -48,6 +49,7 @@ impl Default for RawServer {
             max_body: ByteSize::mib(21),
             max_header_bytes: ByteSize::kib(64),
             worker_threads: 1,
+            max_connections: 512,
         }
     }
 }

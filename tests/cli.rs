@@ -1,5 +1,7 @@
 //! The `notion-gateway` binary as a person runs it: configuration layering and errors,
 //! `check-config`, the default listener, and SIGTERM.
+// These tests wait on a real child process, so the wall clock is the right one here.
+#![allow(clippy::disallowed_types)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

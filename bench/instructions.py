@@ -10,7 +10,7 @@ the proxy under `valgrind --tool=callgrind`, warm it up, zero the counters, send
 sequential GETs over one keep-alive connection, dump the counters, print Ir per request.
 
     cargo build --release --bins --examples
-    python3 bench/instructions.py            # gateway (log on/off) and the bare hyper proxy
+    python3 bench/instructions.py   # gateway (defaults, log off, 2 threads), bare hyper proxy
 
 Needs valgrind (callgrind_control). Prints one line per variant and a JSON line at the end.
 """
@@ -124,6 +124,7 @@ def main():
     variants = [
         ("gateway", gw, {}),
         ("gateway_log_off", gw, {"RUST_LOG": "warn"}),
+        ("gateway_2_threads", gw, {"NOTION_GATEWAY_SERVER__WORKER_THREADS": "2"}),
         ("bare_hyper_proxy", [a.bare, "127.0.0.1:{port}", upstream], {}),
     ]
     results = {}

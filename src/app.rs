@@ -10,9 +10,9 @@
 //! 3. **Dispatch**: `/v1/*` and `/admin/v1/*` go straight to [`proxy::handle`]; everything else
 //!    (the gateway's own endpoints, and Notion-shaped 404s) goes to an axum router.
 //!
-//! The proxied path deliberately bypasses axum's router and middleware. Boxed middleware
-//! futures, extension maps and body boxing cost more than half of the gateway's own CPU per
-//! request in the overhead benchmark; see README, Performance.
+//! The proxied path deliberately bypasses axum's router and middleware: their boxed futures,
+//! extension maps and body boxing were the largest part of the gateway's own per-request work
+//! in a callgrind profile. `bench/instructions.py` measures the result (README, Performance).
 //!
 //! State lives in [`Gateway`], shared by `Arc`, so nothing depends on how many times a
 //! service is cloned or instantiated per connection.

@@ -16,6 +16,7 @@
 //! * [`body`]: streaming bodies with stall timeouts and size limits.
 //! * [`error`]: every answer the gateway gives by itself, in Notion's JSON shape.
 //! * [`identity`]: tokens reduced to short hashes.
+//! * [`limiter`]: GCRA budget of one key, a pure function of time (the shaper builds on it).
 //! * [`admin`]: `/healthz`, `/readyz`.
 //! * [`telemetry`]: logging and the per-request event.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod headers;
 pub mod identity;
+pub mod limiter;
 pub mod proxy;
 pub mod server;
 pub mod telemetry;

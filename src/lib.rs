@@ -17,6 +17,7 @@
 //! * [`error`]: every answer the gateway gives by itself, in Notion's JSON shape.
 //! * [`identity`]: tokens reduced to short hashes.
 //! * [`limiter`]: GCRA budget of one key, a pure function of time (the shaper builds on it).
+//! * [`shaper`]: fair per-key queues (in progress: not yet on the request path).
 //! * [`admin`]: `/healthz`, `/readyz`.
 //! * [`telemetry`]: logging and the per-request event.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
@@ -33,6 +34,7 @@ pub mod identity;
 pub mod limiter;
 pub mod proxy;
 pub mod server;
+pub mod shaper;
 pub mod telemetry;
 pub mod upstream;
 

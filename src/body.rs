@@ -96,17 +96,18 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + *this.idle;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if !*this.armed {
-                    sleep.as_mut().reset(deadline);
+                    // The idle clock starts at the first pending poll after a frame.
+                    let deadline = Instant::now() + *this.idle;
+                    match this.sleep.as_mut() {
+                        Some(sleep) => sleep.as_mut().reset(deadline),
+                        None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                    }
                     *this.armed = true;
                 }
-                match sleep.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Stalled(*this.idle)))),
-                    Poll::Pending => Poll::Pending,
+                match this.sleep.as_mut().map(|s| s.as_mut().poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Some(Err(BodyError::Stalled(*this.idle)))),
+                    _ => Poll::Pending,
                 }
             }
         }

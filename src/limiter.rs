@@ -142,7 +142,10 @@ mod tests {
         for _ in 0..3 {
             assert!(g.admit(later).is_ok());
         }
-        assert!(g.admit(later).is_err(), "idle time does not bank more than the burst");
+        assert!(
+            g.admit(later).is_err(),
+            "idle time does not bank more than the burst"
+        );
     }
 
     #[test]
@@ -163,7 +166,11 @@ mod tests {
         g.pause_until(t0 + Duration::from_secs(2));
         assert_eq!(g.admit(t0 + ms(1999)), Err(t0 + Duration::from_secs(2)));
         g.pause_until(t0 + Duration::from_secs(1));
-        assert_eq!(g.ready_at(), t0 + Duration::from_secs(2), "a shorter pause does not shorten");
+        assert_eq!(
+            g.ready_at(),
+            t0 + Duration::from_secs(2),
+            "a shorter pause does not shorten"
+        );
         assert!(g.admit(t0 + Duration::from_secs(2)).is_ok());
         assert_eq!(
             g.predicted_wait(t0, 0),
@@ -180,7 +187,11 @@ mod tests {
         let old_interval = g.interval();
         g.set_rate(1.0, 1);
         let next = g.ready_at();
-        assert_eq!(next - t0, old_interval, "the request already admitted keeps its slot");
+        assert_eq!(
+            next - t0,
+            old_interval,
+            "the request already admitted keeps its slot"
+        );
         g.admit(next).unwrap();
         assert_eq!(g.ready_at() - next, Duration::from_secs(1));
     }

@@ -150,7 +150,10 @@ mod tests {
         for i in 0..5 {
             q.push_back(&"job", 1, i);
         }
-        assert_eq!(drain(&mut q).iter().map(|x| x.1).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            drain(&mut q).iter().map(|x| x.1).collect::<Vec<_>>(),
+            [0, 1, 2, 3, 4]
+        );
         assert!(q.is_empty());
     }
 
@@ -161,10 +164,17 @@ mod tests {
             q.push_back(&"sync-job", 1, i);
         }
         q.pop(); // the flood is already being served
-        assert_eq!(q.ahead_of_new(&"interactive", 1), 1, "one flood request, then its turn");
+        assert_eq!(
+            q.ahead_of_new(&"interactive", 1),
+            1,
+            "one flood request, then its turn"
+        );
         q.push_back(&"interactive", 1, 1000);
         let order: Vec<_> = drain(&mut q).into_iter().take(3).collect();
-        assert_eq!(order, [("sync-job", 1), ("interactive", 1000), ("sync-job", 2)]);
+        assert_eq!(
+            order,
+            [("sync-job", 1), ("interactive", 1000), ("sync-job", 2)]
+        );
     }
 
     #[test]

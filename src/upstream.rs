@@ -113,12 +113,15 @@ impl Upstream {
         let pq = path_and_query
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let path = pq.path().to_owned();
+        // All three parts are already valid, so this cannot fail; if it ever did, the caller
+        // would be told which path could not be forwarded.
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(pq)
             .build()
-            .map_err(|e| GatewayError::NotFound(e.to_string()))
+            .map_err(|_| GatewayError::NotFound(path))
     }
 
     /// Sends one attempt and waits for the response head.

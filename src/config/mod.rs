@@ -109,7 +109,7 @@ impl Default for Config {
             "default",
             Serialized::defaults(RawConfig::default()),
         ));
-        validate(&RawConfig::default(), &figment, &NoEnv)
+        validate(&RawConfig::default(), &figment, &no_env)
             .unwrap_or_else(|e| unreachable!("embedded defaults are valid: {e}"))
     }
 }
@@ -165,12 +165,11 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
     figment = figment.merge(Named::new("a command-line flag", flag_values(overrides)));
 
     let raw: RawConfig = figment.extract().map_err(surface_error)?;
-    let env = ProcessEnv;
-    let config = validate(&raw, &figment, &env)?;
+    let config = validate(&raw, &figment, &process_env)?;
     let proxy_origin = match (&raw.upstream.proxy, &config.upstream.proxy) {
         (_, None) => "none".to_string(),
         (Some(_), Some(_)) => origin(&figment, "upstream.proxy"),
-        (None, Some(_)) => "the HTTPS_PROXY/HTTP_PROXY environment variables".to_string(),
+        (None, Some(_)) => "the HTTPS_PROXY/HTTP_PROXY/ALL_PROXY environment variables".to_string(),
     };
     Ok(Loaded {
         raw,
@@ -249,24 +248,24 @@ fn origin(figment: &Figment, key: &str) -> String {
         .unwrap_or_else(|| "the embedded defaults".into())
 }
 
-/// Reads proxy variables; a trait so [`Config::default`] and tests never see the process env.
-trait ProxyEnv {
-    fn matcher(&self) -> Option<Matcher>;
-}
-struct ProcessEnv;
-impl ProxyEnv for ProcessEnv {
-    fn matcher(&self) -> Option<Matcher> {
-        Some(Matcher::from_env())
-    }
-}
-struct NoEnv;
-impl ProxyEnv for NoEnv {
-    fn matcher(&self) -> Option<Matcher> {
-        None
-    }
+/// Looks up an environment variable. The process's for [`load`]; one that sees nothing for
+/// [`Config::default`]; a map in tests.
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
 }
 
-fn validate(raw: &RawConfig, fig: &Figment, env: &dyn ProxyEnv) -> Result<Config, ConfigError> {
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+/// The first of `names` that is set (curl reads `HTTPS_PROXY` before `https_proxy`).
+fn first_set(env: EnvLookup<'_>, names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| env(n))
+}
+
+fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
     let bad = |key: &'static str, problem: String| ConfigError::Invalid {
         key,
         origin: origin(fig, key),
@@ -413,7 +412,7 @@ fn read_ca_bundle(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 fn resolve_proxy(
     u: &surface::RawUpstream,
     base: &Uri,
-    env: &dyn ProxyEnv,
+    env: EnvLookup<'_>,
 ) -> Result<Option<ProxyConfig>, String> {
     let matcher = match u.proxy.as_deref() {
         Some("") => return Ok(None),
@@ -429,24 +428,25 @@ fn resolve_proxy(
                 .no(u.no_proxy.clone().unwrap_or_default())
                 .build()
         }
-        None => match (env.matcher(), &u.no_proxy) {
-            (None, _) => return Ok(None),
-            // An explicit no_proxy replaces NO_PROXY but keeps the env's proxy.
-            (Some(_), Some(no)) => {
-                let var = |names: &[&str]| names.iter().find_map(|n| std::env::var(n).ok());
-                let https = var(&["HTTPS_PROXY", "https_proxy"]);
-                let http = var(&["HTTP_PROXY", "http_proxy"]);
-                let mut b = Matcher::builder().no(no.clone());
-                if let Some(h) = https {
-                    b = b.https(h);
-                }
-                if let Some(h) = http {
-                    b = b.http(h);
-                }
-                b.build()
+        // The variables curl reads, as hyper-util's `Matcher::from_env` does; read here so that
+        // an explicit `no_proxy` can replace NO_PROXY without losing any of the others.
+        None => {
+            let mut b = Matcher::builder().no(u
+                .no_proxy
+                .clone()
+                .or_else(|| first_set(env, &["NO_PROXY", "no_proxy"]))
+                .unwrap_or_default());
+            if let Some(v) = first_set(env, &["ALL_PROXY", "all_proxy"]) {
+                b = b.all(v);
             }
-            (Some(m), None) => m,
-        },
+            if let Some(v) = first_set(env, &["HTTPS_PROXY", "https_proxy"]) {
+                b = b.https(v);
+            }
+            if let Some(v) = first_set(env, &["HTTP_PROXY", "http_proxy"]) {
+                b = b.http(v);
+            }
+            b.build()
+        }
     };
     Ok(matcher.intercept(base).map(|i| {
         let uri = strip_userinfo(i.uri());
@@ -539,7 +539,7 @@ mod tests {
 
     fn validate_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let fig = Figment::from(Named::new("test", Serialized::defaults(raw.clone())));
-        validate(&raw, &fig, &NoEnv)
+        validate(&raw, &fig, &no_env)
     }
 
     #[test]
@@ -587,6 +587,56 @@ mod tests {
         raw.upstream.proxy = Some("http://127.0.0.1:3128".into());
         raw.upstream.no_proxy = Some("api.notion.com".into());
         assert!(validate_raw(raw).unwrap().upstream.proxy.is_none());
+    }
+
+    fn with_env(raw: RawConfig, vars: &[(&str, &str)]) -> Option<ProxyConfig> {
+        let fig = Figment::from(Named::new("test", Serialized::defaults(raw.clone())));
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let env = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        validate(&raw, &fig, &env).unwrap().upstream.proxy
+    }
+
+    #[test]
+    fn proxy_variables_from_the_environment() {
+        let p = with_env(
+            RawConfig::default(),
+            &[("https_proxy", "http://127.0.0.1:3128")],
+        );
+        assert_eq!(p.unwrap().uri.to_string(), "http://127.0.0.1:3128/");
+        let p = with_env(
+            RawConfig::default(),
+            &[("ALL_PROXY", "http://127.0.0.1:3129")],
+        );
+        assert_eq!(p.unwrap().uri.to_string(), "http://127.0.0.1:3129/");
+        // HTTP_PROXY is for http:// upstreams only.
+        assert!(with_env(
+            RawConfig::default(),
+            &[("HTTP_PROXY", "http://127.0.0.1:1")]
+        )
+        .is_none());
+        let bypassed = [
+            ("HTTPS_PROXY", "http://127.0.0.1:3128"),
+            ("NO_PROXY", "api.notion.com"),
+        ];
+        assert!(with_env(RawConfig::default(), &bypassed).is_none());
+    }
+
+    #[test]
+    fn configured_no_proxy_replaces_no_proxy_and_keeps_every_proxy_variable() {
+        let mut raw = RawConfig::default();
+        raw.upstream.no_proxy = Some("example.com".into());
+        // NO_PROXY would bypass; the configured list replaces it, so the proxy applies.
+        let vars = [
+            ("ALL_PROXY", "http://127.0.0.1:3129"),
+            ("NO_PROXY", "api.notion.com"),
+        ];
+        let p = with_env(raw.clone(), &vars);
+        assert_eq!(p.unwrap().uri.to_string(), "http://127.0.0.1:3129/");
+        raw.upstream.no_proxy = Some("api.notion.com".into());
+        assert!(with_env(raw, &[("HTTPS_PROXY", "http://127.0.0.1:3128")]).is_none());
     }
 
     #[test]

@@ -69,9 +69,10 @@ pub struct RawUpstream {
     /// Extra PEM bundle trusted on top of the built-in web PKI roots (corporate TLS inspection).
     pub ca_bundle: Option<String>,
     /// `http://[user:pass@]host:port` of an HTTP CONNECT proxy. Unset: `HTTPS_PROXY` /
-    /// `https_proxy` (`HTTP_PROXY` for an http upstream) from the environment; `""`: no proxy.
+    /// `https_proxy` (`HTTP_PROXY` for an http upstream), else `ALL_PROXY`, from the
+    /// environment; `""`: no proxy.
     pub proxy: Option<String>,
-    /// Hosts that bypass the proxy. Unset: `NO_PROXY` / `no_proxy` from the environment.
+    /// Hosts that bypass the proxy; replaces `NO_PROXY` / `no_proxy` when set.
     pub no_proxy: Option<String>,
 }
 

@@ -367,10 +367,8 @@ async fn malformed_requests_get_an_error_and_the_gateway_keeps_serving() {
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
     ] {
         let out = raw_exchange(gw.addr, garbage, WITHIN).await;
-        assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
-        if out.contains("{") {
-            assert_eq!(raw_json(&out)["code"], "invalid_request");
-        }
+        // hyper's own answer: there is no request yet to answer in Notion's shape.
+        assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     }
     assert_eq!(gw.get("/v1/users").await.status, 200);
     assert_eq!(notion.received().len(), 1);

@@ -1,6 +1,6 @@
-//! The gateway's own endpoints: `/healthz` (the process is alive) and `/readyz` (ready to
-//! proxy: configured and listening). Later: `/metrics` and `/status`, and a `/readyz` that
-//! follows the upstream. During a shutdown the listener is closed at once, so probes see
+//! The gateway's own endpoints: `/healthz` (the process is alive), `/readyz` (ready to
+//! proxy: configured and listening) and `/status` (the shaper's keys as JSON). Later:
+//! `/metrics`, and a `/readyz` that follows the upstream. During a shutdown the listener is closed at once, so probes see
 //! "connection refused" rather than a 503.
 
 use std::sync::Arc;
@@ -22,6 +22,25 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
     Json(serde_json::json!({
         "status": "ready",
         "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
+    }))
+    .into_response()
+}
+
+/// The shaper's state per token and workspace: queue depth, configured and effective rate,
+/// pause. Keys are integration names or token hash prefixes, never tokens.
+pub async fn status(State(gw): State<Arc<Gateway>>) -> Response {
+    let shaper = gw.shaper.snapshot();
+    Json(serde_json::json!({
+        "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
+        "limits": {
+            "rate": gw.config.limits.rate,
+            "burst": gw.config.limits.burst,
+            "max_queue": gw.config.limits.max_queue,
+            "max_wait_s": gw.config.limits.max_wait.as_secs_f64(),
+            "adaptive": gw.config.limits.adaptive,
+        },
+        "tokens": shaper.tokens,
+        "workspaces": shaper.workspaces,
     }))
     .into_response()
 }

@@ -17,6 +17,7 @@
 //! State lives in [`Gateway`], shared by `Arc`, so nothing depends on how many times a
 //! service is cloned or instantiated per connection.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use tower::ServiceExt;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::headers::{self, REQUEST_ID};
+use crate::shaper::Shaper;
 use crate::upstream::Upstream;
 use crate::{admin, proxy};
 
@@ -39,6 +41,7 @@ use crate::{admin, proxy};
 pub struct Gateway {
     pub config: Config,
     pub upstream: Upstream,
+    pub shaper: Shaper,
     /// Flips to `true` when the drain deadline passes: requests still waiting answer 503.
     hard_stop: watch::Receiver<bool>,
 }
@@ -49,9 +52,11 @@ impl Gateway {
         hard_stop: watch::Receiver<bool>,
     ) -> Result<Self, crate::body::BoxError> {
         let upstream = Upstream::new(&config.upstream)?;
+        let shaper = Shaper::new(config.limits.clone());
         Ok(Self {
             config,
             upstream,
+            shaper,
             hard_stop,
         })
     }
@@ -78,6 +83,7 @@ impl App {
         let admin = Router::new()
             .route("/healthz", get(admin::healthz))
             .route("/readyz", get(admin::readyz))
+            .route("/status", get(admin::status))
             .fallback(admin::not_found)
             .with_state(gw.clone());
         Self {
@@ -87,7 +93,8 @@ impl App {
         }
     }
 
-    pub async fn handle(&self, mut req: Request<Incoming>) -> Response {
+    /// Answers one request from a client at `peer`.
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: IpAddr) -> Response {
         let id = match req.headers().get(&REQUEST_ID) {
             Some(v) => v.clone(),
             None => {
@@ -102,7 +109,7 @@ impl App {
                 err.to_response(id.to_str().unwrap_or(""))
             }
             Ok(()) if proxy::is_proxied(req.uri().path()) => {
-                proxy::handle(&self.gw, req, &id).await
+                proxy::handle(&self.gw, req, peer, &id).await
             }
             Ok(()) => match self.admin.clone().oneshot(req.map(Body::new)).await {
                 Ok(r) => r,

@@ -122,6 +122,61 @@ where
     }
 }
 
+/// A request body on its way upstream: either kept in memory, so the request can be sent again
+/// (Notion answered 429: it did not process it), or streamed once.
+///
+/// Bodies with a declared length up to [`REPLAY_LIMIT`] (every ordinary JSON call, and every
+/// request without a body) are read before the request queues; larger or chunked ones (file
+/// uploads) stream through and are not sent twice.
+pub enum RequestBody {
+    Replayable(Option<Bytes>),
+    Streaming(Pin<Box<GuardedBody<hyper::body::Incoming>>>),
+}
+
+/// Largest request body kept for a second attempt.
+pub const REPLAY_LIMIT: u64 = 1024 * 1024;
+
+impl RequestBody {
+    /// A copy for another attempt, if this body can be sent again.
+    pub fn replay(&self) -> Option<Self> {
+        match self {
+            RequestBody::Replayable(b) => Some(RequestBody::Replayable(b.clone())),
+            RequestBody::Streaming(_) => None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            RequestBody::Replayable(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            RequestBody::Streaming(b) => b.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Replayable(b) => b.is_none(),
+            RequestBody::Streaming(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Replayable(b) => {
+                SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            RequestBody::Streaming(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Finds a [`BodyError`] anywhere in an error's source chain.
 pub fn find_body_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a BodyError> {
     error_chain(err).find_map(|e| e.downcast_ref::<BodyError>())

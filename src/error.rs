@@ -60,6 +60,18 @@ pub enum GatewayError {
     /// The whole request took longer than `server.request_timeout`.
     #[error("the request did not complete within {} (server.request_timeout)", fmt_duration(*.0))]
     DeadlineExceeded(Duration),
+    /// No `Authorization` header: there is no budget to charge and Notion would refuse it.
+    #[error("the request has no Authorization header; send the integration token as `Authorization: Bearer <token>`")]
+    Unauthorized,
+    /// The token's queue is full (`limits.max_queue`).
+    #[error("{queued} requests for this token are already waiting (limits.max_queue); retry after {retry_after} s")]
+    QueueFull { queued: usize, retry_after: u64 },
+    /// The predicted queue wait exceeds `limits.max_wait` or the request's deadline.
+    #[error("this token's budget is spoken for: the predicted wait of {retry_after} s exceeds limits.max_wait or the request deadline; retry after {retry_after} s")]
+    WaitTooLong { retry_after: u64 },
+    /// The request's deadline passed while it waited (Notion paused or slowed the token).
+    #[error("the request waited for this token's budget until its deadline; retry after {retry_after} s")]
+    QueueExpired { retry_after: u64 },
     /// The gateway is draining and the drain deadline passed before this request finished.
     #[error("the gateway is shutting down; retry against another instance or in a moment")]
     ShuttingDown,
@@ -82,6 +94,10 @@ impl GatewayError {
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
         }
     }
 
@@ -95,6 +111,8 @@ impl GatewayError {
             UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => "bad_gateway",
             UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
             ShuttingDown => "service_unavailable",
+            Unauthorized => "unauthorized",
+            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => "rate_limited",
         }
     }
 
@@ -102,6 +120,9 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::ShuttingDown => Some(1),
+            GatewayError::QueueFull { retry_after, .. }
+            | GatewayError::WaitTooLong { retry_after }
+            | GatewayError::QueueExpired { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -123,6 +144,10 @@ impl GatewayError {
             UpstreamTimeout(_) => "upstream_timeout",
             DeadlineExceeded(_) => "deadline_exceeded",
             ShuttingDown => "shutting_down",
+            Unauthorized => "no_authorization",
+            QueueFull { .. } => "queue_full",
+            WaitTooLong { .. } => "max_wait",
+            QueueExpired { .. } => "queue_expired",
         }
     }
 
@@ -136,6 +161,28 @@ impl GatewayError {
             request_id,
             self.retry_after(),
         )
+    }
+}
+
+/// Whole seconds for `Retry-After`: rounded up, at least 1.
+pub fn retry_after_secs(d: Duration) -> u64 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+impl GatewayError {
+    /// The answer to a request the shaper would not queue.
+    pub fn from_refusal(r: &crate::shaper::Refusal) -> Self {
+        use crate::shaper::Refusal;
+        let retry_after = retry_after_secs(r.retry_after());
+        match r {
+            Refusal::QueueFull { queued, .. } => GatewayError::QueueFull {
+                queued: *queued,
+                retry_after,
+            },
+            Refusal::WaitTooLong { .. } => GatewayError::WaitTooLong { retry_after },
+            Refusal::Expired { .. } => GatewayError::QueueExpired { retry_after },
+        }
     }
 }
 

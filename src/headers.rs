@@ -30,6 +30,12 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 pub static NOTION_VERSION: HeaderName = HeaderName::from_static("notion-version");
 pub static NOTION_REQUEST_ID: HeaderName = HeaderName::from_static("x-notion-request-id");
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Names the caller among those that share a token, for fair queueing (PRODUCT.md P2).
+pub static GATEWAY_CLIENT: HeaderName = HeaderName::from_static("x-gateway-client");
+/// On responses to requests that waited for their budget: the wait in milliseconds.
+pub static QUEUE_WAIT: HeaderName = HeaderName::from_static("x-gateway-queue-wait-ms");
+/// On responses that took more than one upstream attempt: how many.
+pub static ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 notion-gateway");
 
 /// Removes hop-by-hop headers, including the ones a `Connection` header names.
@@ -78,6 +84,17 @@ pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, notion_version: 
 /// Rewrites Notion's response headers for the caller.
 pub fn to_caller(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
+}
+
+/// The credential in `Authorization` (after the scheme: the bearer token, or the Basic
+/// credentials of the OAuth endpoints), if there is a non-empty one.
+pub fn credential(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let credential = match value.iter().position(|b| *b == b' ') {
+        Some(i) => value[i + 1..].trim_ascii(),
+        None => value,
+    };
+    (!credential.is_empty()).then_some(credential)
 }
 
 /// Size of a request head as the caller sent it, near enough for a limit: names, values and

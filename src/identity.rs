@@ -5,7 +5,7 @@
 //! That id is what logs, metrics and `/status` show; the token itself is only ever forwarded to
 //! the upstream inside the request's own headers.
 
-use http::{header, HeaderMap};
+use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 /// First 12 hex digits of the SHA-256 of a credential: stable, short, not reversible.
@@ -36,20 +36,15 @@ impl std::fmt::Display for TokenId {
     }
 }
 
-/// The id of the request's credential: the whole `Authorization` value after its scheme.
+/// The id of the request's credential (see [`crate::headers::credential`]).
 pub fn token_id(headers: &HeaderMap) -> Option<TokenId> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let credential = match value.iter().position(|b| *b == b' ') {
-        Some(i) => value[i + 1..].trim_ascii(),
-        None => value,
-    };
-    (!credential.is_empty()).then(|| TokenId::of(credential))
+    crate::headers::credential(headers).map(TokenId::of)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{header, HeaderValue};
 
     #[test]
     fn id_is_a_hash_prefix_and_never_the_token() {

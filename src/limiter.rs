@@ -15,8 +15,6 @@
 //! What it does not do: queueing, fairness, timers. The shaper asks [`Gcra::ready_at`] when to
 //! wake up and calls [`Gcra::admit`] when it releases a request. Every method takes `now`, so
 //! tests drive it with plain instants and no clock at all.
-//!
-//! Not wired into the request path yet: the shaper (issue 3) is next.
 
 use std::time::Duration;
 
@@ -68,6 +66,24 @@ impl Gcra {
         Ok(())
     }
 
+    /// Gives back the budget of a request admitted at `now` that was never sent (its caller
+    /// left between admission and hand-over). Exact: `max(tat, now)` is all that later
+    /// decisions depend on, and that is what admitting at `now` had moved forward.
+    pub fn refund(&mut self, now: Instant) {
+        self.tat = self.tat.checked_sub(self.interval).unwrap_or(now).max(now);
+    }
+
+    /// Until when Notion asked for a pause, if that is still ahead of `now`.
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|p| *p > now)
+    }
+
+    /// Whether the key has no memory worth keeping at `now`: the full burst is available and
+    /// no pause is pending. Such a key behaves exactly like a new one.
+    pub fn is_rested(&self, now: Instant) -> bool {
+        self.tat <= now && self.paused_until(now).is_none()
+    }
+
     /// How long a request arriving at `now` behind `ahead` others, all released as early as the
     /// budget allows, waits before it is admitted. This is what `max_wait` is checked against
     /// and what a 429's `Retry-After` reports.
@@ -83,9 +99,17 @@ impl Gcra {
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
     }
 
-    /// Changes the sustained rate from now on, keeping the burst in requests.
-    pub fn set_rate(&mut self, rate: f64, burst: u32) {
-        self.interval = interval_of(rate);
+    /// Changes the sustained rate at `now`, keeping the burst in requests. The budget already
+    /// spent ahead of `now` is rescaled to the new interval: the same share of the burst stays
+    /// used, so a lower rate delays what follows and a higher one brings it forward.
+    pub fn set_rate(&mut self, rate: f64, burst: u32, now: Instant) {
+        let new = interval_of(rate);
+        if self.tat > now {
+            let ahead =
+                (self.tat - now).as_secs_f64() * new.as_secs_f64() / self.interval.as_secs_f64();
+            self.tat = now + Duration::from_secs_f64(ahead);
+        }
+        self.interval = new;
         self.tolerance = self.interval * burst.saturating_sub(1);
     }
 
@@ -180,20 +204,17 @@ mod tests {
     }
 
     #[test]
-    fn a_lower_rate_applies_to_what_follows() {
+    fn a_rate_change_rescales_what_was_spent() {
         let t0 = Instant::now();
         let mut g = Gcra::new(3.0, 1, t0);
         g.admit(t0).unwrap();
-        let old_interval = g.interval();
-        g.set_rate(1.0, 1);
+        g.set_rate(1.0, 1, t0);
         let next = g.ready_at();
-        assert_eq!(
-            next - t0,
-            old_interval,
-            "the request already admitted keeps its slot"
-        );
+        assert_eq!(next - t0, Duration::from_secs(1), "a lower rate delays");
         g.admit(next).unwrap();
         assert_eq!(g.ready_at() - next, Duration::from_secs(1));
+        g.set_rate(4.0, 1, next);
+        assert_eq!(g.ready_at() - next, ms(250), "a higher rate brings forward");
     }
 
     /// For any arrival pattern, fewer than `rate · W + burst` requests are admitted in any

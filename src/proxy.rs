@@ -13,16 +13,25 @@
 //! `server.body_idle_timeout`. When the drain deadline passes during shutdown, a request that
 //! has no response yet is answered 503.
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::response::Response;
-use http::{header, HeaderValue, Request, Version};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Uri, Version};
+use http_body::Body as _;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::Gateway;
-use crate::body::GuardedBody;
-use crate::error::GatewayError;
-use crate::headers;
+use crate::body::{BodyError, GuardedBody, RequestBody, REPLAY_LIMIT};
+use crate::config::Config;
+use crate::error::{retry_after_secs, GatewayError};
+use crate::headers::{self, ATTEMPTS, GATEWAY_CLIENT, QUEUE_WAIT};
+use crate::shaper::budget::Pushback;
+use crate::shaper::Scope;
 use crate::telemetry::{self, RequestLog};
 
 /// Path prefixes that are forwarded; anything else is answered by the gateway itself.
@@ -34,23 +43,39 @@ pub fn is_proxied(path: &str) -> bool {
 }
 
 /// Proxies one `/v1/*` or `/admin/v1/*` request and logs it.
-pub async fn handle(gw: &Gateway, req: Request<Incoming>, id: &HeaderValue) -> Response {
+pub async fn handle(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    id: &HeaderValue,
+) -> Response {
     let start = Instant::now();
     let mut log = RequestLog::new(&req, id);
 
     let deadline = start + gw.config.server.request_timeout;
     let outcome = tokio::select! {
-        r = forward(gw, req, deadline) => r,
+        r = forward(gw, req, peer, deadline, &mut log) => r,
         () = gw.hard_stopped() => Err(GatewayError::ShuttingDown),
     };
 
-    let response = match outcome {
+    let mut response = match outcome {
         Ok(resp) => resp,
         Err(err) => {
             log.error = Some(err.reason());
             err.to_response(id.to_str().unwrap_or(""))
         }
     };
+    if !log.queue_wait.is_zero() {
+        response.headers_mut().insert(
+            QUEUE_WAIT.clone(),
+            HeaderValue::from(log.queue_wait.as_millis() as u64),
+        );
+    }
+    if log.attempts > 1 {
+        response
+            .headers_mut()
+            .insert(ATTEMPTS.clone(), HeaderValue::from(log.attempts));
+    }
     log.finish(&response, start.elapsed());
     telemetry::log_request(&log);
     response
@@ -59,46 +84,110 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>, id: &HeaderValue) -> R
 async fn forward(
     gw: &Gateway,
     req: Request<Incoming>,
+    peer: IpAddr,
     deadline: Instant,
+    log: &mut RequestLog,
 ) -> Result<Response, GatewayError> {
     let cfg = &gw.config;
     let (mut parts, body) = req.into_parts();
 
-    // A declared length over the limit is refused before anything is sent upstream. Without a
-    // length (chunked), the body is counted as it streams and cut at the limit, so the upstream
-    // never sees a complete oversized request.
-    let declared = parts
+    // Every request is charged to its token; without one there is nothing to charge, and
+    // Notion would answer 401 anyway.
+    let credential = parts
         .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let limit = cfg.server.max_body;
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GatewayError::BodyTooLarge { limit });
-    }
-    let count_limit = if declared.is_some() {
-        None
-    } else {
-        Some(limit)
-    };
-    let body = GuardedBody::new(body, cfg.server.body_idle_timeout, count_limit);
+        .get(header::AUTHORIZATION)
+        .filter(|_| headers::credential(&parts.headers).is_some())
+        .cloned()
+        .ok_or(GatewayError::Unauthorized)?;
+    let caller = gw.shaper.caller(
+        parts
+            .headers
+            .get(&GATEWAY_CLIENT)
+            .map(HeaderValue::as_bytes),
+        peer,
+    );
 
+    let body = request_body(cfg, &parts.headers, body, deadline).await?;
     let uri = gw.upstream.uri_for(parts.uri.path_and_query())?;
     headers::to_upstream(
         &mut parts.headers,
         &gw.upstream.host,
         &cfg.upstream.notion_version,
     );
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.extensions = Default::default();
-    let upstream_req = http::Request::from_parts(parts, body);
+    // What another attempt needs, for bodies that can be sent twice.
+    let mut again = body
+        .replay()
+        .map(|b| (parts.method.clone(), parts.headers.clone(), b));
+    let mut request = build(parts.method, uri.clone(), parts.headers, body);
 
+    let mut first_in_line = false;
+    loop {
+        let ticket = gw
+            .shaper
+            .acquire(
+                credential_bytes(&credential),
+                caller,
+                deadline,
+                first_in_line,
+            )
+            .await
+            .map_err(|r| GatewayError::from_refusal(&r))?;
+        log.integration = Some(ticket.label.clone());
+        log.queue_wait += ticket.waited.unwrap_or_default();
+        log.attempts += 1;
+
+        let resp = attempt(gw, request, deadline).await?;
+        log.upstream_status = Some(resp.status().as_u16());
+        let kind = match resp.status().as_u16() {
+            429 => Pushback::RateLimited,
+            529 => Pushback::Overloaded,
+            _ => return Ok(caller_response(cfg, resp)),
+        };
+
+        // Notion did not process the request: pause the key it named, then send it again,
+        // first in line, if the body can be replayed and the deadline allows.
+        let retry_after = parse_retry_after(resp.headers());
+        let (parts, body) = resp.into_parts();
+        let body = read_small(body, cfg.server.body_idle_timeout, deadline).await;
+        let scope = rate_limit_scope(&body);
+        let paused_until = gw.shaper.push_back(&ticket, scope, kind, retry_after);
+        tracing::debug!(
+            integration = &*ticket.label,
+            status = parts.status.as_u16(),
+            retry_after_s = retry_after.as_secs_f64(),
+            scope = ?scope,
+            "Notion pushed back; key paused"
+        );
+        let next = again
+            .take()
+            .filter(|_| paused_until < deadline)
+            .map(|(m, h, b)| {
+                let copy = b.replay().map(|c| (m.clone(), h.clone(), c));
+                (build(m, uri.clone(), h, b), copy)
+            });
+        match next {
+            Some((req, copy)) => {
+                request = req;
+                again = copy;
+                first_in_line = true;
+            }
+            None => return Ok(pushback_response(parts, body, paused_until)),
+        }
+    }
+}
+
+/// One upstream attempt, up to the response head.
+async fn attempt(
+    gw: &Gateway,
+    request: http::Request<RequestBody>,
+    deadline: Instant,
+) -> Result<http::Response<Incoming>, GatewayError> {
+    let cfg = &gw.config;
     // One timer for both bounds: whichever of the attempt timeout and the request deadline
     // comes first.
     let attempt = cfg.upstream.attempt_timeout;
     let attempt_end = Instant::now() + attempt;
-    let resp = tokio::time::timeout_at(attempt_end.min(deadline), gw.upstream.send(upstream_req))
+    tokio::time::timeout_at(attempt_end.min(deadline), gw.upstream.send(request))
         .await
         .map_err(|_| {
             if attempt_end < deadline {
@@ -106,10 +195,156 @@ async fn forward(
             } else {
                 GatewayError::DeadlineExceeded(cfg.server.request_timeout)
             }
-        })??;
+        })?
+}
 
+fn build(
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: RequestBody,
+) -> http::Request<RequestBody> {
+    let mut req = http::Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    req
+}
+
+fn credential_bytes(authorization: &HeaderValue) -> &[u8] {
+    let value = authorization.as_bytes();
+    match value.iter().position(|b| *b == b' ') {
+        Some(i) => value[i + 1..].trim_ascii(),
+        None => value,
+    }
+}
+
+/// The request body, read into memory when it is small enough to be sent again.
+///
+/// A declared length over the limit is refused before anything is sent upstream. Without a
+/// length (chunked), the body is counted as it streams and cut at the limit, so the upstream
+/// never sees a complete oversized request.
+async fn request_body(
+    cfg: &Config,
+    headers: &HeaderMap,
+    body: Incoming,
+    deadline: Instant,
+) -> Result<RequestBody, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let limit = cfg.server.max_body;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    if body.is_end_stream() {
+        return Ok(RequestBody::Replayable(None));
+    }
+    let idle = cfg.server.body_idle_timeout;
+    if declared.is_some_and(|n| n <= REPLAY_LIMIT) {
+        let collect = GuardedBody::new(body, idle, None).collect();
+        let bytes = tokio::time::timeout_at(deadline, collect)
+            .await
+            .map_err(|_| GatewayError::DeadlineExceeded(cfg.server.request_timeout))?
+            .map_err(|e| match e {
+                BodyError::Stalled(d) => GatewayError::RequestBodyStalled(d),
+                BodyError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
+                BodyError::Inner(e) => GatewayError::RequestBodyBroken(e.to_string()),
+            })?
+            .to_bytes();
+        return Ok(RequestBody::Replayable(
+            (!bytes.is_empty()).then_some(bytes),
+        ));
+    }
+    let count_limit = if declared.is_some() {
+        None
+    } else {
+        Some(limit)
+    };
+    Ok(RequestBody::Streaming(Box::pin(GuardedBody::new(
+        body,
+        idle,
+        count_limit,
+    ))))
+}
+
+/// Notion's response on its way to the caller, streamed.
+fn caller_response(cfg: &Config, resp: http::Response<Incoming>) -> Response {
     let (mut parts, body) = resp.into_parts();
     headers::to_caller(&mut parts.headers);
     let body = GuardedBody::new(body, cfg.server.body_idle_timeout, None);
-    Ok(Response::from_parts(parts, Body::new(body)))
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Notion's 429/529, passed on when it cannot be waited out: its own body, and a
+/// `Retry-After` that counts until the key's pause ends.
+fn pushback_response(
+    mut parts: http::response::Parts,
+    body: Bytes,
+    paused_until: Instant,
+) -> Response {
+    headers::to_caller(&mut parts.headers);
+    let secs = retry_after_secs(paused_until.saturating_duration_since(Instant::now()));
+    parts
+        .headers
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    Response::from_parts(parts, Body::from(body))
+}
+
+/// Longest pause a `Retry-After` may ask for; Notion's workspace limit can ask for minutes.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Notion's `Retry-After`: an integer (or decimal) number of seconds. Missing or unreadable:
+/// one second.
+fn parse_retry_after(headers: &HeaderMap) -> Duration {
+    headers
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(Duration::from_secs(1), |s| {
+            Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64()))
+        })
+}
+
+/// Which limit a 429 names: `additional_data.rate_limit_reason` mentioning the workspace means
+/// the workspace budget, anything else (or nothing) the token's.
+fn rate_limit_scope(body: &[u8]) -> Scope {
+    let reason = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer("/additional_data/rate_limit_reason")
+                .and_then(|r| r.as_str().map(str::to_ascii_lowercase))
+        });
+    match reason {
+        Some(r) if r.contains("workspace") => Scope::Workspace,
+        _ => Scope::Token,
+    }
+}
+
+/// Largest 429/529 body read to learn which limit it names.
+const PUSHBACK_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a small error body (best effort: what arrived before a stall, the limit or the
+/// deadline).
+async fn read_small(mut body: Incoming, idle: Duration, deadline: Instant) -> Bytes {
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > PUSHBACK_BODY_LIMIT {
+                    break;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout_at(deadline.min(Instant::now() + idle), read).await;
+    Bytes::from(buf)
 }

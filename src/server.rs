@@ -95,9 +95,10 @@ pub async fn run(
                 io.set_write_timeout(Some(write_timeout));
                 let io = TokioIo::new(Box::pin(io));
                 let app = app.clone();
+                let ip = peer.ip();
                 let svc = hyper::service::service_fn(move |req| {
                     let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.handle(req).await) }
+                    async move { Ok::<_, Infallible>(app.handle(req, ip).await) }
                 });
                 let conn = graceful.watch(http.serve_connection(io, svc));
                 connections.spawn(async move {

@@ -4,8 +4,10 @@
 //! The per-request event has target `notion_gateway::access` and these fields: `method`,
 //! `path`, `status`, `duration_ms` (until the response head was ready; a streamed body may
 //! take longer), `request_id`, `notion_request_id`, `integration` (the
-//! token's hash prefix), `request_bytes` (declared length), and `error` (the gateway's own
-//! reason when it answered by itself). Tokens never appear: only [`crate::identity::TokenId`].
+//! configured integration name, or the token's SHA-256 prefix), `request_bytes` (declared
+//! length), `queue_wait_ms`, `attempts` (upstream attempts; more than one after Notion's
+//! 429/529), `upstream_status`, and `error` (the gateway's own reason when it answered by
+//! itself). Tokens never appear.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -21,7 +23,6 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 use crate::error::GatewayError;
 use crate::headers::NOTION_REQUEST_ID;
-use crate::identity::{token_id, TokenId};
 
 /// Flushes buffered log lines when dropped (at the end of `main`).
 pub struct LogGuard(BatchWriter);
@@ -217,8 +218,15 @@ pub struct RequestLog {
     method: http::Method,
     uri: http::Uri,
     request_id: HeaderValue,
-    integration: Option<TokenId>,
+    /// The shaper's name for the token: integration name or hash prefix.
+    pub integration: Option<std::sync::Arc<str>>,
     request_bytes: Option<u64>,
+    /// Time spent queued for the budget, over all attempts.
+    pub queue_wait: Duration,
+    /// Upstream attempts made (Notion's 429/529 are answered by sending again).
+    pub attempts: u32,
+    /// Status of the last upstream answer, when there was one.
+    pub upstream_status: Option<u16>,
     status: u16,
     duration: Duration,
     notion_request_id: Option<HeaderValue>,
@@ -231,12 +239,15 @@ impl RequestLog {
             method: req.method().clone(),
             uri: req.uri().clone(),
             request_id: request_id.clone(),
-            integration: token_id(req.headers()),
+            integration: None,
             request_bytes: req
                 .headers()
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
+            queue_wait: Duration::ZERO,
+            attempts: 0,
+            upstream_status: None,
             status: 0,
             duration: Duration::ZERO,
             notion_request_id: None,
@@ -264,8 +275,11 @@ pub fn log_request(l: &RequestLog) {
         duration_ms = l.duration.as_secs_f64() * 1000.0,
         request_id = text(Some(&l.request_id)),
         notion_request_id = text(l.notion_request_id.as_ref()),
-        integration = l.integration.as_ref().map(TokenId::as_str).unwrap_or("none"),
+        integration = l.integration.as_deref().unwrap_or("none"),
         request_bytes = l.request_bytes.unwrap_or(0),
+        queue_wait_ms = l.queue_wait.as_secs_f64() * 1000.0,
+        attempts = l.attempts,
+        upstream_status = l.upstream_status.unwrap_or(0),
         error = l.error.unwrap_or(""),
         "request"
     );

@@ -34,7 +34,7 @@ use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 
 /// The request body type sent upstream.
-pub type UpstreamBody = crate::body::GuardedBody<Incoming>;
+pub type UpstreamBody = crate::body::RequestBody;
 
 /// A configured upstream: where to go and how to get there.
 #[derive(Clone)]

@@ -180,14 +180,13 @@ async fn request_ids_are_kept_or_created() {
 #[tokio::test]
 async fn notion_errors_pass_through_unchanged() {
     let notion = FakeNotion::start().await;
-    notion.push(Reply::rate_limited(7));
+    notion.push(Reply::notion_error(404, "object_not_found"));
     notion.push(Reply::html_502());
     let gw = TestGateway::start(config_for(&notion)).await;
 
     let r = gw.get("/v1/users").await;
-    assert_eq!(r.status, 429);
-    assert_eq!(r.header("retry-after"), Some("7"));
-    assert_eq!(r.json()["message"], "fake rate_limited");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["code"], "object_not_found");
 
     let r = gw.get("/v1/users").await;
     assert_eq!(r.status, 502);

@@ -14,6 +14,7 @@ mod surface;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -23,6 +24,7 @@ use http::{HeaderValue, Uri};
 use hyper_util::client::proxy::matcher::Matcher;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use sha2::Digest as _;
 
 pub use surface::RawConfig;
 
@@ -35,6 +37,40 @@ pub struct Config {
     pub server: ServerConfig,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Shaping (PRODUCT.md P2): budgets, queue bounds, integrations and workspaces.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Requests per second and burst of a token without its own `[[integrations]]` entry.
+    pub rate: f64,
+    pub burst: u32,
+    /// Requests that may wait per token; beyond it, an immediate 429.
+    pub max_queue: usize,
+    /// Longest predicted queue wait accepted; beyond it, an immediate 429.
+    pub max_wait: Duration,
+    /// Whether Notion's repeated 429s lower the effective rate.
+    pub adaptive: bool,
+    pub client_weights: std::collections::HashMap<String, u32>,
+    pub integrations: Vec<Integration>,
+    pub workspaces: std::collections::HashMap<Arc<str>, WorkspaceBudget>,
+}
+
+/// A token the configuration knows by name. The token itself is never kept, only its SHA-256.
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub name: Arc<str>,
+    pub token_sha256: [u8; 32],
+    pub rate: f64,
+    pub burst: u32,
+    pub workspace: Option<Arc<str>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspaceBudget {
+    pub rate: f64,
+    pub burst: u32,
 }
 
 /// The client-facing side.
@@ -360,11 +396,136 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         format,
         level: raw.log.level.clone(),
     };
+    let limits = validate_limits(raw, &bad, env)?;
+    if limits.max_wait >= server.request_timeout {
+        return Err(bad(
+            "limits.max_wait",
+            format!(
+                "must be shorter than server.request_timeout ({}), which bounds queueing too",
+                humantime::format_duration(server.request_timeout)
+            ),
+        ));
+    }
     Ok(Config {
         server,
         upstream,
         log,
+        limits,
     })
+}
+
+fn validate_limits(
+    raw: &RawConfig,
+    bad: &dyn Fn(&'static str, String) -> ConfigError,
+    env: EnvLookup<'_>,
+) -> Result<LimitsConfig, ConfigError> {
+    fn budget(rate: f64, burst: u32) -> Result<(), String> {
+        if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
+            return Err(format!(
+                "rate {rate} must be a number of requests per second above 0"
+            ));
+        }
+        if burst == 0 {
+            return Err("burst must be at least 1".into());
+        }
+        Ok(())
+    }
+    let l = &raw.limits;
+    budget(l.rate, l.burst).map_err(|p| bad("limits.rate", p))?;
+    if l.max_queue == 0 {
+        return Err(bad("limits.max_queue", "must be at least 1".into()));
+    }
+    if let Some((name, _)) = l.client_weights.iter().find(|(_, w)| **w == 0) {
+        return Err(bad(
+            "limits.client_weights",
+            format!("weight of `{name}` must be at least 1"),
+        ));
+    }
+    let mut workspaces = std::collections::HashMap::new();
+    for (name, w) in &raw.workspaces {
+        budget(w.rate, w.burst).map_err(|p| bad("workspaces", format!("`{name}`: {p}")))?;
+        workspaces.insert(
+            Arc::from(name.as_str()),
+            WorkspaceBudget {
+                rate: w.rate,
+                burst: w.burst,
+            },
+        );
+    }
+    let mut integrations: Vec<Integration> = Vec::new();
+    for i in &raw.integrations {
+        let problem = |p: String| bad("integrations", format!("`{}`: {p}", i.name));
+        if i.name.trim().is_empty() {
+            return Err(bad("integrations", "every integration needs a name".into()));
+        }
+        let digest = match (&i.token_sha256, &i.token_env) {
+            (Some(hex), None) => parse_sha256(hex).map_err(problem)?,
+            (None, Some(var)) => {
+                let token = env(var)
+                    .filter(|t| !t.trim().is_empty())
+                    .ok_or_else(|| problem(format!("environment variable {var} is not set")))?;
+                let token = token.trim();
+                let token = token.strip_prefix("Bearer ").unwrap_or(token);
+                sha2::Sha256::digest(token.as_bytes()).into()
+            }
+            _ => {
+                return Err(problem(
+                    "set exactly one of token_sha256 and token_env".into(),
+                ))
+            }
+        };
+        let rate = i.rate.unwrap_or(l.rate);
+        let burst = i.burst.unwrap_or(l.burst);
+        budget(rate, burst).map_err(problem)?;
+        let workspace = match &i.workspace {
+            None => None,
+            Some(w) => Some(
+                workspaces
+                    .get_key_value(w.as_str())
+                    .map(|(k, _)| k.clone())
+                    .ok_or_else(|| {
+                        problem(format!("workspace `{w}` has no [workspaces.{w}] budget"))
+                    })?,
+            ),
+        };
+        if integrations
+            .iter()
+            .any(|o| o.token_sha256 == digest || *o.name == *i.name)
+        {
+            return Err(problem("same name or token as another integration".into()));
+        }
+        integrations.push(Integration {
+            name: Arc::from(i.name.as_str()),
+            token_sha256: digest,
+            rate,
+            burst,
+            workspace,
+        });
+    }
+    Ok(LimitsConfig {
+        rate: l.rate,
+        burst: l.burst,
+        max_queue: l.max_queue,
+        max_wait: l.max_wait,
+        adaptive: l.adaptive,
+        client_weights: l.client_weights.clone().into_iter().collect(),
+        integrations,
+        workspaces,
+    })
+}
+
+fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
+    let hex = hex.trim();
+    let err =
+        || "token_sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)".to_string();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(err());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| err())?;
+    }
+    Ok(out)
 }
 
 /// hyper reads request heads into a buffer of this size; `server.max_header_bytes` is checked

@@ -5,6 +5,7 @@
 //! reads. Every key here is listed, commented, at its default in `config/notion-gateway.toml`;
 //! a test keeps the two in step.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytesize::ByteSize;
@@ -16,8 +17,13 @@ pub struct RawConfig {
     pub server: RawServer,
     pub upstream: RawUpstream,
     pub log: RawLog,
-    /// Reserved for the shaper (`rate`, `burst`, `max_queue`, `max_wait`); no key is accepted yet.
     pub limits: RawLimits,
+    /// `[[integrations]]`: tokens with their own name, budget or workspace.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub integrations: Vec<RawIntegration>,
+    /// `[workspaces.<name>]`: budgets shared by every integration that names the workspace.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub workspaces: BTreeMap<String, RawWorkspace>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +114,53 @@ impl Default for RawLog {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    pub rate: f64,
+    pub burst: u32,
+    pub max_queue: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    pub adaptive: bool,
+    /// `X-Gateway-Client` value -> weight (default 1).
+    pub client_weights: BTreeMap<String, u32>,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            rate: 3.0,
+            burst: 3,
+            max_queue: 1000,
+            max_wait: Duration::from_secs(30),
+            adaptive: true,
+            client_weights: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {}
+pub struct RawIntegration {
+    pub name: String,
+    /// Hex SHA-256 of the token (`printf %s "$TOKEN" | sha256sum`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    /// Or: the environment variable that holds the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkspace {
+    pub rate: f64,
+    pub burst: u32,
+}

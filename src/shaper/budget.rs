@@ -1,0 +1,356 @@
+//! One key's budget as Notion sees it: the configured GCRA, paused and slowed by what Notion
+//! answers. A pure function of time, like the [`Gcra`] inside it.
+//!
+//! The configured rate is a starting point; Notion's 429s are the truth (its budgets depend on
+//! the plan and change). So:
+//!
+//! * **Pause.** Every 429/529 pauses the key until its `Retry-After` has passed.
+//! * **Multiplicative decrease.** A 429 that *repeats* (another one within
+//!   [`REPEAT_WINDOW`]) for a request released at the current rate halves the effective rate
+//!   (never below [`MIN_SHARE`] of the configured one). 429s of requests that were already on
+//!   their way at the old rate do not count again, so one burst of rejections halves once.
+//! * **Recovery.** After [`HOLD`] without a 429 the rate grows back by a tenth of the
+//!   configured rate per [`STEP`], up to just under the rate that last failed (the *ceiling*).
+//!   It rests there for 5 s after a first decrease, twice as long after each further one
+//!   (up to 10 minutes), then climbs on to the configured rate. A limit that was lowered only
+//!   for a while (the `tighten` scenario) is climbed back within seconds; a plan that allows
+//!   less than the configuration is probed ever more rarely, so its 429s die out instead of
+//!   continuing as a steady stream.
+//!
+//! 529 (`service_overload`) pauses but does not lower the rate: it is Notion's load, not this
+//! key's budget.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::limiter::Gcra;
+
+/// Two 429s this close together mean the rate, not a passing burst, is too high.
+pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
+/// No increase until this long after the last 429.
+pub const HOLD: Duration = Duration::from_secs(5);
+/// Interval between two increases.
+pub const STEP: Duration = Duration::from_secs(1);
+/// The effective rate never drops below this share of the configured rate.
+pub const MIN_SHARE: f64 = 1.0 / 16.0;
+/// Factor of a decrease.
+const DECREASE: f64 = 0.5;
+/// Increase per step, as a share of the configured rate.
+const FAST_STEP: f64 = 0.10;
+/// Recovery rests this far below the rate that last failed.
+const CEILING_MARGIN: f64 = 0.9;
+/// Decreases further apart than this start the ceiling hold from scratch.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// The rate that last failed (times [`CEILING_MARGIN`]) and when recovery reached it.
+#[derive(Debug, Clone, Copy)]
+struct Ceiling {
+    rate: f64,
+    reached: Option<Instant>,
+}
+
+/// What Notion said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushback {
+    /// 429 `rate_limited`.
+    RateLimited,
+    /// 529 `service_overload`.
+    Overloaded,
+}
+
+#[derive(Debug, Clone)]
+pub struct Budget {
+    gcra: Gcra,
+    configured: f64,
+    burst: u32,
+    adaptive: bool,
+    effective: f64,
+    ceiling: Option<Ceiling>,
+    /// Decreases in a row, each within [`FORGET_AFTER`] of the previous one.
+    recent_decreases: u32,
+    last_429: Option<Instant>,
+    last_decrease: Option<Instant>,
+    /// When the last increase step was taken (or the last decrease, which restarts steps).
+    last_step: Instant,
+    pub rate_limited: u64,
+    pub overloaded: u64,
+}
+
+impl Budget {
+    pub fn new(rate: f64, burst: u32, adaptive: bool, now: Instant) -> Self {
+        Self {
+            gcra: Gcra::new(rate, burst, now),
+            configured: rate,
+            burst,
+            adaptive,
+            effective: rate,
+            ceiling: None,
+            recent_decreases: 0,
+            last_429: None,
+            last_decrease: None,
+            last_step: now,
+            rate_limited: 0,
+            overloaded: 0,
+        }
+    }
+
+    /// The earliest instant a request may go (after applying any recovery due by `now`).
+    pub fn ready_at(&mut self, now: Instant) -> Instant {
+        self.recover(now);
+        self.gcra.ready_at()
+    }
+
+    /// Spends one request at `now` if the budget allows it.
+    pub fn admit(&mut self, now: Instant) -> Result<(), Instant> {
+        self.recover(now);
+        self.gcra.admit(now)
+    }
+
+    /// Gives back a request admitted at `now` that was never sent.
+    pub fn refund(&mut self, now: Instant) {
+        self.gcra.refund(now);
+    }
+
+    /// See [`Gcra::predicted_wait`].
+    pub fn predicted_wait(&self, now: Instant, ahead: usize) -> Duration {
+        self.gcra.predicted_wait(now, ahead)
+    }
+
+    /// Notion pushed back on a request released at `sent_at`: pause until `now + retry_after`,
+    /// and lower the rate if this is a repeated 429.
+    pub fn push_back(
+        &mut self,
+        kind: Pushback,
+        sent_at: Instant,
+        retry_after: Duration,
+        now: Instant,
+    ) {
+        self.gcra.pause_until(now + retry_after);
+        if kind == Pushback::Overloaded {
+            self.overloaded += 1;
+            return;
+        }
+        self.rate_limited += 1;
+        let repeated = self
+            .last_429
+            .is_some_and(|t| now.saturating_duration_since(t) < REPEAT_WINDOW);
+        let at_current_rate = self.last_decrease.is_none_or(|d| sent_at >= d);
+        self.last_429 = Some(now);
+        if self.adaptive && repeated && at_current_rate {
+            self.recent_decreases = match self.last_decrease {
+                Some(d) if now.saturating_duration_since(d) < FORGET_AFTER => {
+                    self.recent_decreases + 1
+                }
+                _ => 1,
+            };
+            self.ceiling = Some(Ceiling {
+                rate: self.effective * CEILING_MARGIN,
+                reached: None,
+            });
+            self.set_effective(
+                (self.effective * DECREASE).max(self.configured * MIN_SHARE),
+                now,
+            );
+            self.last_decrease = Some(now);
+            self.last_step = now;
+        }
+    }
+
+    /// Takes the increase steps due by `now`.
+    fn recover(&mut self, now: Instant) {
+        if self.effective >= self.configured {
+            return;
+        }
+        let mut t = self.last_step;
+        // Bounded: every step either raises the rate by a tenth of the configuration or ends
+        // a ceiling hold; 100 iterations cover any gap.
+        for _ in 0..100 {
+            let mut next = t + STEP;
+            if let Some(l) = self.last_429 {
+                next = next.max(l + HOLD);
+            }
+            if let Some(Ceiling {
+                rate,
+                reached: Some(r),
+            }) = self.ceiling
+            {
+                if self.effective >= rate {
+                    next = next.max(r + self.ceiling_hold());
+                }
+            }
+            if next > now {
+                break;
+            }
+            t = next;
+            let step = FAST_STEP * self.configured;
+            let rate = match &mut self.ceiling {
+                Some(c) if self.effective < c.rate => {
+                    let r = (self.effective + step).min(c.rate);
+                    if r >= c.rate {
+                        c.reached = Some(t);
+                    }
+                    r
+                }
+                // At the ceiling and its hold is over: probe upwards again.
+                Some(_) => {
+                    self.ceiling = None;
+                    self.effective + step
+                }
+                None => self.effective + step,
+            };
+            self.effective = rate.min(self.configured);
+            if self.effective >= self.configured {
+                self.ceiling = None;
+                break;
+            }
+        }
+        self.last_step = t;
+        self.set_effective(self.effective, now);
+    }
+
+    /// How long recovery rests at the ceiling: 5 s after the first decrease, doubling with
+    /// every further one within [`FORGET_AFTER`], at most 10 minutes. A limit that really is
+    /// lower than the configuration is probed less and less often.
+    fn ceiling_hold(&self) -> Duration {
+        let doublings = self.recent_decreases.saturating_sub(1).min(7);
+        (HOLD * 2u32.pow(doublings)).min(Duration::from_secs(600))
+    }
+
+    fn set_effective(&mut self, rate: f64, now: Instant) {
+        self.effective = rate;
+        self.gcra.set_rate(rate, self.burst, now);
+    }
+
+    pub fn effective_rate(&self) -> f64 {
+        self.effective
+    }
+
+    pub fn configured_rate(&self) -> f64 {
+        self.configured
+    }
+
+    pub fn burst(&self) -> u32 {
+        self.burst
+    }
+
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.gcra.paused_until(now)
+    }
+
+    /// Nothing to remember: full burst, no pause, configured rate.
+    pub fn is_rested(&self, now: Instant) -> bool {
+        self.gcra.is_rested(now) && self.effective >= self.configured
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(n: f64) -> Duration {
+        Duration::from_secs_f64(n)
+    }
+
+    #[test]
+    fn a_single_429_pauses_without_slowing_down() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(3.0, 3, true, t0);
+        b.push_back(Pushback::RateLimited, t0, s(2.0), t0);
+        assert_eq!(b.ready_at(t0), t0 + s(2.0));
+        assert_eq!(b.effective_rate(), 3.0);
+    }
+
+    #[test]
+    fn a_repeated_429_halves_the_rate_once_per_round() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(3.0, 3, true, t0);
+        b.push_back(Pushback::RateLimited, t0, s(1.0), t0);
+        b.push_back(Pushback::RateLimited, t0 + s(1.0), s(1.0), t0 + s(1.5));
+        assert_eq!(b.effective_rate(), 1.5);
+        // Sent before that decrease: the same round of rejections, no second halving.
+        b.push_back(Pushback::RateLimited, t0 + s(1.2), s(1.0), t0 + s(1.6));
+        assert_eq!(b.effective_rate(), 1.5);
+        // Sent after it: the lower rate is still too high.
+        b.push_back(Pushback::RateLimited, t0 + s(3.0), s(1.0), t0 + s(3.1));
+        assert_eq!(b.effective_rate(), 0.75);
+        for i in 0..20 {
+            let t = t0 + s(4.0 + f64::from(i));
+            b.push_back(Pushback::RateLimited, t, s(1.0), t);
+        }
+        assert_eq!(b.effective_rate(), 3.0 * MIN_SHARE, "never below the floor");
+    }
+
+    #[test]
+    fn overload_pauses_but_keeps_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(3.0, 3, true, t0);
+        for i in 0..5 {
+            let t = t0 + s(f64::from(i));
+            b.push_back(Pushback::Overloaded, t, s(1.0), t);
+        }
+        assert_eq!(b.effective_rate(), 3.0);
+        assert_eq!(b.overloaded, 5);
+    }
+
+    #[test]
+    fn not_adaptive_never_changes_the_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(3.0, 3, false, t0);
+        for i in 0..5 {
+            let t = t0 + s(f64::from(i));
+            b.push_back(Pushback::RateLimited, t, s(1.0), t);
+        }
+        assert_eq!(b.effective_rate(), 3.0);
+    }
+
+    #[test]
+    fn recovery_holds_then_climbs_to_the_ceiling_rests_then_climbs_on() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(10.0, 1, true, t0);
+        b.push_back(Pushback::RateLimited, t0, s(1.0), t0);
+        b.push_back(Pushback::RateLimited, t0, s(1.0), t0 + s(0.5)); // 10 -> 5, ceiling 9
+        let last = t0 + s(0.5);
+        b.admit(last + HOLD - s(0.01)).ok();
+        assert_eq!(b.effective_rate(), 5.0, "nothing during the hold");
+        b.admit(last + HOLD).ok();
+        assert!((b.effective_rate() - 6.0).abs() < 1e-9);
+        let reached = last + HOLD + STEP * 3;
+        b.admit(reached).ok();
+        assert!((b.effective_rate() - 9.0).abs() < 1e-9, "up to the ceiling");
+        b.admit(reached + HOLD - s(0.01)).ok();
+        assert!((b.effective_rate() - 9.0).abs() < 1e-9, "rests there");
+        b.admit(reached + HOLD).ok();
+        assert_eq!(
+            b.effective_rate(),
+            10.0,
+            "then on, never above the configuration"
+        );
+        assert!(b.is_rested(last + s(600.0)));
+    }
+
+    /// A plan that allows 2/s while 3/s is configured: simulate Notion's GCRA against the
+    /// budget and count the 429s per minute. They must die out, not continue as a steady
+    /// stream.
+    #[test]
+    fn a_stricter_upstream_converges_to_zero_429s() {
+        let t0 = Instant::now();
+        let mut ours = Budget::new(3.0, 3, true, t0);
+        let mut notion = Gcra::new(2.0, 3, t0);
+        let mut per_minute = [0u32; 10];
+        let mut now = t0;
+        let end = t0 + s(600.0);
+        while now < end {
+            now = ours.ready_at(now).max(now);
+            ours.admit(now).unwrap();
+            if let Err(next) = notion.admit(now) {
+                let wait = (next - now).as_secs_f64().ceil();
+                ours.push_back(Pushback::RateLimited, now, s(wait), now);
+                per_minute[((now - t0).as_secs() / 60) as usize] += 1;
+            }
+        }
+        assert!(per_minute[0] <= 8, "{per_minute:?}");
+        assert_eq!(per_minute[3..].iter().sum::<u32>(), 0, "{per_minute:?}");
+        assert!(ours.effective_rate() > 1.5, "{}", ours.effective_rate());
+    }
+}

@@ -31,6 +31,8 @@ pub struct Gcra {
     tat: Instant,
     /// Nothing is admitted before this instant (Notion said `Retry-After`).
     paused_until: Option<Instant>,
+    /// Taken off the tolerance: see [`Gcra::with_slack`].
+    slack: Duration,
 }
 
 impl Gcra {
@@ -38,12 +40,22 @@ impl Gcra {
     ///
     /// `rate` must be positive and finite, `burst` at least 1 (the configuration validates both).
     pub fn new(rate: f64, burst: u32, now: Instant) -> Self {
+        Self::with_slack(rate, burst, Duration::ZERO, now)
+    }
+
+    /// Like [`Gcra::new`], with `slack` taken off the burst tolerance. The upstream measures
+    /// arrivals, not releases: when a request of a burst reaches it later than the one after
+    /// it (a new connection, a busy event loop), a release on the exact GCRA schedule looks
+    /// early to the upstream's own GCRA. The slack absorbs that much jitter, at the price of
+    /// `slack` once per backlog.
+    pub fn with_slack(rate: f64, burst: u32, slack: Duration, now: Instant) -> Self {
         let interval = interval_of(rate);
         Self {
             interval,
-            tolerance: interval * burst.saturating_sub(1),
+            tolerance: tolerance(interval, burst, slack),
             tat: now,
             paused_until: None,
+            slack,
         }
     }
 
@@ -110,13 +122,17 @@ impl Gcra {
             self.tat = now + Duration::from_secs_f64(ahead);
         }
         self.interval = new;
-        self.tolerance = self.interval * burst.saturating_sub(1);
+        self.tolerance = tolerance(new, burst, self.slack);
     }
 
     /// The emission interval `T`.
     pub fn interval(&self) -> Duration {
         self.interval
     }
+}
+
+fn tolerance(interval: Duration, burst: u32, slack: Duration) -> Duration {
+    (interval * burst.saturating_sub(1)).saturating_sub(slack)
 }
 
 fn interval_of(rate: f64) -> Duration {

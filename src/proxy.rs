@@ -120,18 +120,25 @@ async fn forward(
         .map(|b| (parts.method.clone(), parts.headers.clone(), b));
     let mut request = build(parts.method, uri.clone(), parts.headers, body);
 
-    let mut first_in_line = false;
+    // Notion's last 429/529, passed on if the request cannot go again.
+    let mut pushed_back: Option<(http::response::Parts, Bytes, Instant)> = None;
     loop {
-        let ticket = gw
+        let acquired = gw
             .shaper
             .acquire(
                 credential_bytes(&credential),
                 caller,
                 deadline,
-                first_in_line,
+                pushed_back.is_some(),
             )
-            .await
-            .map_err(|r| GatewayError::from_refusal(&r))?;
+            .await;
+        let ticket = match (acquired, pushed_back.take()) {
+            (Ok(t), _) => t,
+            (Err(_), Some((parts, body, until))) => {
+                return Ok(pushback_response(parts, body, until))
+            }
+            (Err(r), None) => return Err(GatewayError::from_refusal(&r)),
+        };
         log.integration = Some(ticket.label.clone());
         log.queue_wait += ticket.waited.unwrap_or_default();
         log.attempts += 1;
@@ -158,21 +165,12 @@ async fn forward(
             scope = ?scope,
             "Notion pushed back; key paused"
         );
-        let next = again
-            .take()
-            .filter(|_| paused_until < deadline)
-            .map(|(m, h, b)| {
-                let copy = b.replay().map(|c| (m.clone(), h.clone(), c));
-                (build(m, uri.clone(), h, b), copy)
-            });
-        match next {
-            Some((req, copy)) => {
-                request = req;
-                again = copy;
-                first_in_line = true;
-            }
-            None => return Ok(pushback_response(parts, body, paused_until)),
-        }
+        let Some((m, h, b)) = again.take() else {
+            return Ok(pushback_response(parts, body, paused_until));
+        };
+        again = b.replay().map(|c| (m.clone(), h.clone(), c));
+        request = build(m, uri.clone(), h, b);
+        pushed_back = Some((parts, body, paused_until));
     }
 }
 

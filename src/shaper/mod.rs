@@ -227,12 +227,12 @@ impl Shaper {
 
             // Fast path: nobody waits in the group and both budgets allow it now.
             if group.waiting.is_empty()
-                && lane.budget.ready_at(now) <= now
-                && group.shared.as_mut().is_none_or(|b| b.ready_at(now) <= now)
+                && lane.budget.ready_at() <= now
+                && group.shared.as_ref().is_none_or(|b| b.ready_at() <= now)
             {
-                let _ = lane.budget.admit(now);
+                let _ = lane.budget.admit(now, false);
                 if let Some(b) = group.shared.as_mut() {
-                    let _ = b.admit(now);
+                    let _ = b.admit(now, false);
                 }
                 return Ok(Ticket {
                     lane: lane_key,
@@ -385,7 +385,7 @@ impl Shaper {
                     GroupId::Solo(_) => None,
                 },
                 queued: l.queue.len(),
-                ..KeyStatus::of(&mut l.budget, now)
+                ..KeyStatus::of(&l.budget, now)
             })
             .collect();
         tokens.sort_by(|a, b| a.key.cmp(&b.key));
@@ -436,8 +436,7 @@ pub struct KeyStatus {
 }
 
 impl KeyStatus {
-    fn of(b: &mut Budget, now: Instant) -> Self {
-        let _ = b.ready_at(now); // apply any recovery due
+    fn of(b: &Budget, now: Instant) -> Self {
         Self {
             key: String::new(),
             workspace: None,
@@ -550,14 +549,14 @@ impl State {
                 group.dispatcher = None;
                 return None;
             }
-            let shared_ready = group.shared.as_mut().map(|b| b.ready_at(now));
+            let shared_ready = group.shared.as_ref().map(Budget::ready_at);
             let mut earliest: Option<Instant> = None;
             let mut chosen = None;
             for (i, k) in group.waiting.iter().enumerate() {
                 let Some(lane) = self.lanes.get_mut(k) else {
                     continue;
                 };
-                let ready = lane.budget.ready_at(now);
+                let ready = lane.budget.ready_at();
                 if ready <= now {
                     chosen = Some(i);
                     break;
@@ -584,9 +583,9 @@ impl State {
                 if w.tx.is_closed() {
                     continue; // Its caller left: spends nothing.
                 }
-                let _ = lane.budget.admit(now);
+                let _ = lane.budget.admit(now, true);
                 if let Some(b) = group.shared.as_mut() {
-                    let _ = b.admit(now);
+                    let _ = b.admit(now, true);
                 }
                 lane.last_used = now;
                 if w.tx.send(now).is_ok() {

@@ -91,6 +91,22 @@ impl Reply {
         r
     }
 
+    /// 429 `rate_limited` naming the limit that was hit, as Notion's newer answers do.
+    pub fn rate_limited_because(retry_after: u64, reason: &str) -> Self {
+        let body = serde_json::json!({
+            "object": "error", "status": 429, "code": "rate_limited",
+            "message": "fake rate_limited",
+            "additional_data": {"rate_limit_reason": reason},
+        });
+        Reply::json(429, body).with_header("retry-after", &retry_after.to_string())
+    }
+
+    /// 529 `service_overload` with `Retry-After`.
+    pub fn overloaded(retry_after: u64) -> Self {
+        Self::notion_error(529, "service_overload")
+            .with_header("retry-after", &retry_after.to_string())
+    }
+
     /// A 200 whose body the test writes chunk by chunk through the returned sender; the body
     /// ends when the sender is dropped.
     pub fn stream(content_type: &'static str) -> (mpsc::Sender<Bytes>, Self) {
@@ -120,10 +136,28 @@ pub struct Received {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived (tokio's clock, so paused-clock tests see exact instants).
+    pub at: tokio::time::Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A strict per-token GCRA like Notion's (and gatebench's fake): over the budget, 429 with an
+/// integer `Retry-After`; rejected requests spend nothing.
+struct Limit {
+    interval: Duration,
+    tolerance: Duration,
+    tat: std::collections::HashMap<Vec<u8>, tokio::time::Instant>,
+    rejected: Vec<tokio::time::Instant>,
 }
 
 #[derive(Default)]
 struct State {
+    limit: Mutex<Option<Limit>>,
     script: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
     incomplete: AtomicUsize,
@@ -183,6 +217,28 @@ impl FakeNotion {
     /// The next unscripted request gets `reply`.
     pub fn push(&self, reply: Reply) {
         self.state.script.lock().unwrap().push_back(reply);
+    }
+
+    /// From now on, enforce `rate` requests/s with bursts of `burst` per Authorization value,
+    /// before any scripted reply.
+    pub fn limit(&self, rate: f64, burst: u32) {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        *self.state.limit.lock().unwrap() = Some(Limit {
+            interval,
+            tolerance: interval * (burst - 1),
+            tat: Default::default(),
+            rejected: Vec::new(),
+        });
+    }
+
+    /// When the limit of [`FakeNotion::limit`] answered 429.
+    pub fn rejected(&self) -> Vec<tokio::time::Instant> {
+        self.state
+            .limit
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(Vec::new(), |l| l.rejected.clone())
     }
 
     /// Every request whose body arrived completely, in arrival order.
@@ -264,8 +320,33 @@ async fn handle(
             .unwrap_or_default(),
         headers: parts.headers.clone(),
         body: buf.freeze(),
+        at: tokio::time::Instant::now(),
     };
     state.received.lock().unwrap().push(rec.clone());
+    if let Some(limit) = state.limit.lock().unwrap().as_mut() {
+        let key = parts
+            .headers
+            .get("authorization")
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let now = rec.at;
+        let tat = limit.tat.get(&key).copied().unwrap_or(now).max(now);
+        if tat > now + limit.tolerance {
+            limit.rejected.push(now);
+            let wait = (tat - limit.tolerance - now).as_secs_f64().ceil().max(1.0);
+            return Ok(full(
+                429,
+                &[
+                    ("content-type", "application/json".into()),
+                    ("retry-after", format!("{wait}")),
+                ],
+                Bytes::from(
+                    r#"{"object":"error","status":429,"code":"rate_limited","message":"fake limit"}"#,
+                ),
+            ));
+        }
+        limit.tat.insert(key, tat + limit.interval);
+    }
     let reply = state
         .script
         .lock()

@@ -17,8 +17,8 @@
 //! * [`error`]: every answer the gateway gives by itself, in Notion's JSON shape.
 //! * [`identity`]: tokens reduced to short hashes.
 //! * [`limiter`]: GCRA budget of one key, a pure function of time (the shaper builds on it).
-//! * [`shaper`]: fair per-key queues (in progress: not yet on the request path).
-//! * [`admin`]: `/healthz`, `/readyz`.
+//! * [`shaper`]: per-token and per-workspace budgets, fair queues, Notion's 429/529.
+//! * [`admin`]: `/healthz`, `/readyz`, `/status`.
 //! * [`telemetry`]: logging and the per-request event.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
 #![forbid(unsafe_code)]

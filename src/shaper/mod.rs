@@ -579,7 +579,14 @@ impl State {
             let Some(lane) = self.lanes.get_mut(&key) else {
                 continue;
             };
-            while let Some((_, w)) = lane.queue.pop() {
+            loop {
+                // Checked before every pop: after a refund the budget is ready again, after a
+                // hand-over it is not.
+                let ready = lane.budget.ready_at() <= now
+                    && group.shared.as_ref().is_none_or(|b| b.ready_at() <= now);
+                let Some((_, w)) = ready.then(|| lane.queue.pop()).flatten() else {
+                    break;
+                };
                 if w.tx.is_closed() {
                     continue; // Its caller left: spends nothing.
                 }

@@ -101,7 +101,14 @@ fn bad_configuration_names_the_key_and_where_it_came_from() {
     let (code, _, err) = run(bin().args(["check-config", "--config"]).arg(&file));
     assert_eq!(code, 2);
     assert!(err.contains("server.listen_addr"), "{err}");
-    assert!(err.contains(&file.display().to_string()), "{err}");
+    // figment prints the path relative to the working directory when that is shorter.
+    let dir_and_name = file.iter().rev().take(2).collect::<Vec<_>>();
+    let tail = format!(
+        "{}/{}",
+        dir_and_name[1].to_string_lossy(),
+        dir_and_name[0].to_string_lossy()
+    );
+    assert!(err.contains(&tail), "{err}");
 
     let (code, _, err) = run(bin()
         .arg("check-config")

@@ -89,12 +89,19 @@ pub fn to_caller(headers: &mut HeaderMap) {
 /// The credential in `Authorization` (after the scheme: the bearer token, or the Basic
 /// credentials of the OAuth endpoints), if there is a non-empty one.
 pub fn credential(headers: &HeaderMap) -> Option<&[u8]> {
-    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let credential = match value.iter().position(|b| *b == b' ') {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(credential_of)
+        .filter(|c| !c.is_empty())
+}
+
+/// The credential part of an `Authorization` value (possibly empty).
+pub fn credential_of(authorization: &HeaderValue) -> &[u8] {
+    let value = authorization.as_bytes();
+    match value.iter().position(|b| *b == b' ') {
         Some(i) => value[i + 1..].trim_ascii(),
         None => value,
-    };
-    (!credential.is_empty()).then_some(credential)
+    }
 }
 
 /// Size of a request head as the caller sent it, near enough for a limit: names, values and

@@ -96,7 +96,7 @@ async fn forward(
     let credential = parts
         .headers
         .get(header::AUTHORIZATION)
-        .filter(|_| headers::credential(&parts.headers).is_some())
+        .filter(|v| !headers::credential_of(v).is_empty())
         .cloned()
         .ok_or(GatewayError::Unauthorized)?;
     let caller = gw.shaper.caller(
@@ -126,7 +126,7 @@ async fn forward(
         let acquired = gw
             .shaper
             .acquire(
-                credential_bytes(&credential),
+                headers::credential_of(&credential),
                 caller,
                 deadline,
                 pushed_back.is_some(),
@@ -208,14 +208,6 @@ fn build(
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     req
-}
-
-fn credential_bytes(authorization: &HeaderValue) -> &[u8] {
-    let value = authorization.as_bytes();
-    match value.iter().position(|b| *b == b' ') {
-        Some(i) => value[i + 1..].trim_ascii(),
-        None => value,
-    }
 }
 
 /// The request body, read into memory when it is small enough to be sent again.

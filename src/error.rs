@@ -164,6 +164,18 @@ impl GatewayError {
     }
 }
 
+impl From<&crate::body::BodyError> for GatewayError {
+    /// A request body that failed on its way from the caller.
+    fn from(e: &crate::body::BodyError) -> Self {
+        use crate::body::BodyError;
+        match e {
+            BodyError::Stalled(d) => GatewayError::RequestBodyStalled(*d),
+            BodyError::TooLarge(limit) => GatewayError::BodyTooLarge { limit: *limit },
+            BodyError::Inner(e) => GatewayError::RequestBodyBroken(e.to_string()),
+        }
+    }
+}
+
 /// Whole seconds for `Retry-After`: rounded up, at least 1.
 pub fn retry_after_secs(d: Duration) -> u64 {
     let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);

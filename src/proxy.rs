@@ -26,7 +26,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::Gateway;
-use crate::body::{BodyError, GuardedBody, RequestBody, REPLAY_LIMIT};
+use crate::body::{GuardedBody, RequestBody, REPLAY_LIMIT};
 use crate::config::Config;
 use crate::error::{retry_after_secs, GatewayError};
 use crate::headers::{self, ATTEMPTS, GATEWAY_CLIENT, QUEUE_WAIT};
@@ -238,11 +238,7 @@ async fn request_body(
         let bytes = tokio::time::timeout_at(deadline, collect)
             .await
             .map_err(|_| GatewayError::DeadlineExceeded(cfg.server.request_timeout))?
-            .map_err(|e| match e {
-                BodyError::Stalled(d) => GatewayError::RequestBodyStalled(d),
-                BodyError::TooLarge(limit) => GatewayError::BodyTooLarge { limit },
-                BodyError::Inner(e) => GatewayError::RequestBodyBroken(e.to_string()),
-            })?
+            .map_err(|e| GatewayError::from(&e))?
             .to_bytes();
         return Ok(RequestBody::Replayable(
             (!bytes.is_empty()).then_some(bytes),

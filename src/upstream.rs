@@ -29,7 +29,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::body::{error_chain, find_body_error, BodyError, BoxError};
+use crate::body::{error_chain, find_body_error, BoxError};
 use crate::config::UpstreamConfig;
 use crate::error::GatewayError;
 
@@ -138,11 +138,7 @@ impl Upstream {
     /// Maps a client error to what the caller should be told.
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> GatewayError {
         if let Some(b) = find_body_error(err) {
-            return match b {
-                BodyError::Stalled(d) => GatewayError::RequestBodyStalled(*d),
-                BodyError::TooLarge(limit) => GatewayError::BodyTooLarge { limit: *limit },
-                BodyError::Inner(e) => GatewayError::RequestBodyBroken(e.to_string()),
-            };
+            return GatewayError::from(b);
         }
         let detail = chain(err);
         let upstream = self.display.to_string();

@@ -33,6 +33,8 @@ pub struct Gcra {
     paused_until: Option<Instant>,
     /// Taken off the tolerance: see [`Gcra::with_slack`].
     slack: Duration,
+    /// Requests that may go at once after a quiet spell.
+    burst: u32,
 }
 
 impl Gcra {
@@ -56,6 +58,7 @@ impl Gcra {
             tat: now,
             paused_until: None,
             slack,
+            burst,
         }
     }
 
@@ -106,14 +109,18 @@ impl Gcra {
     }
 
     /// Admits nothing before `until`. A later pause extends an earlier one; an earlier one
-    /// does not shorten it.
+    /// does not shorten it. The pause also spends the burst: after it, requests resume one
+    /// interval apart, not all at once (the upstream just said the pace was too high).
     pub fn pause_until(&mut self, until: Instant) {
         self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+        self.tat = self.tat.max(until + self.tolerance);
     }
 
-    /// Changes the sustained rate at `now`, keeping the burst in requests. The budget already
-    /// spent ahead of `now` is rescaled to the new interval: the same share of the burst stays
-    /// used, so a lower rate delays what follows and a higher one brings it forward.
+    /// Changes the sustained rate and burst at `now`. The budget already spent ahead of `now`
+    /// is rescaled to the new interval: the same number of requests stays spent, so a lower
+    /// rate delays what follows and a higher one brings it forward. A larger burst is not
+    /// granted at once but earned by idle time like any burst: the new places start spent, so
+    /// a backlog released at the old pace never leaves in a clump when the burst grows.
     pub fn set_rate(&mut self, rate: f64, burst: u32, now: Instant) {
         let new = interval_of(rate);
         if self.tat > now {
@@ -121,7 +128,11 @@ impl Gcra {
                 (self.tat - now).as_secs_f64() * new.as_secs_f64() / self.interval.as_secs_f64();
             self.tat = now + Duration::from_secs_f64(ahead);
         }
+        if burst > self.burst {
+            self.tat = self.tat.max(now) + new * (burst - self.burst);
+        }
         self.interval = new;
+        self.burst = burst;
         self.tolerance = tolerance(new, burst, self.slack);
     }
 
@@ -211,12 +222,38 @@ mod tests {
             t0 + Duration::from_secs(2),
             "a shorter pause does not shorten"
         );
-        assert!(g.admit(t0 + Duration::from_secs(2)).is_ok());
         assert_eq!(
             g.predicted_wait(t0, 0),
             Duration::from_secs(2),
             "predictions include the pause"
         );
+        assert!(g.admit(t0 + Duration::from_secs(2)).is_ok());
+        assert_eq!(
+            g.admit(t0 + Duration::from_secs(2)),
+            Err(t0 + Duration::from_secs(2) + g.interval()),
+            "the pause spent the burst: requests resume one interval apart"
+        );
+    }
+
+    #[test]
+    fn a_larger_burst_is_earned_by_idle_time_not_granted() {
+        let t0 = Instant::now();
+        let mut g = Gcra::new(2.0, 1, t0);
+        g.admit(t0).unwrap();
+        // Backlogged at 2/s (one every 500 ms); the burst grows from 1 to 3.
+        g.set_rate(2.0, 3, t0 + ms(500));
+        assert!(g.admit(t0 + ms(500)).is_ok());
+        assert_eq!(
+            g.admit(t0 + ms(500)),
+            Err(t0 + ms(1000)),
+            "no clump when the burst grows"
+        );
+        // Idle time earns it: after 3 intervals of quiet, 3 may go at once.
+        let later = t0 + ms(3000);
+        for _ in 0..3 {
+            assert!(g.admit(later).is_ok());
+        }
+        assert!(g.admit(later).is_err());
     }
 
     #[test]

@@ -448,6 +448,54 @@ async fn an_upstream_stricter_than_the_configuration_is_learned() {
     );
 }
 
+/// gatebench's `tighten`: a steady 3/s while Notion's limit drops to 1/s for ten seconds.
+#[tokio::test(start_paused = true)]
+async fn a_tightened_limit_costs_few_429s_and_the_backlog_never_leaves_in_clumps() {
+    let notion = FakeNotion::start().await;
+    notion.limit(3.0, 3);
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..90u32 {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(f64::from(i) / 3.0)).await;
+        match i {
+            30 => notion.change_limit(1.0, 3),
+            60 => notion.change_limit(3.0, 3),
+            _ => {}
+        }
+        calls.push(tokio::spawn(
+            gw.send_detached(get_as(&gw, &format!("/v1/pages/{i}"), "ntn_steady")),
+        ));
+    }
+    for c in calls {
+        let r = c.await.unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let rejected = notion.rejected();
+    let offsets: Vec<Duration> = rejected.iter().map(|t| *t - t0).collect();
+    assert!(
+        (1..=3).contains(&rejected.len()),
+        "upstream 429s at {offsets:?}"
+    );
+    // From the first 429 on, the key is paced (paused, slowed, recovering): every release is
+    // charged to its budget, so no two requests leave together, even when a recovery step
+    // raises the rate or the burst.
+    let after: Vec<Instant> = notion
+        .received()
+        .iter()
+        .map(|r| r.at)
+        .filter(|t| *t >= rejected[0])
+        .collect();
+    for w in after.windows(2) {
+        assert!(
+            w[1] - w[0] >= ms(250),
+            "two requests {:?} apart at {:?}",
+            w[1] - w[0],
+            w[0] - t0
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_request_without_authorization_is_answered_locally() {
     let notion = FakeNotion::start().await;

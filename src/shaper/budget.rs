@@ -128,6 +128,12 @@ impl Budget {
         self.gcra.admit(now)
     }
 
+    /// Takes the recovery steps due by `now` for a key whose requests wait, so that
+    /// [`Budget::ready_at`] answers for the rate [`Budget::admit`] will apply.
+    pub fn catch_up(&mut self, now: Instant) {
+        self.recover(now);
+    }
+
     /// Gives back a request admitted at `now` that was never sent.
     pub fn refund(&mut self, now: Instant) {
         self.gcra.refund(now);

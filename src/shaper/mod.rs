@@ -581,7 +581,12 @@ impl State {
             };
             loop {
                 // Checked before every pop: after a refund the budget is ready again, after a
-                // hand-over it is not.
+                // hand-over it is not. Recovery first: a step may change the rate (and grow the
+                // burst, which starts spent), and a release must be one the budget admits.
+                lane.budget.catch_up(now);
+                if let Some(b) = group.shared.as_mut() {
+                    b.catch_up(now);
+                }
                 let ready = lane.budget.ready_at() <= now
                     && group.shared.as_ref().is_none_or(|b| b.ready_at() <= now);
                 let Some((_, w)) = ready.then(|| lane.queue.pop()).flatten() else {
@@ -590,10 +595,10 @@ impl State {
                 if w.tx.is_closed() {
                     continue; // Its caller left: spends nothing.
                 }
-                let _ = lane.budget.admit(now, true);
-                if let Some(b) = group.shared.as_mut() {
-                    let _ = b.admit(now, true);
-                }
+                // Cannot fail: both budgets were ready at `now` after catching up.
+                let admitted = lane.budget.admit(now, true).is_ok()
+                    & group.shared.as_mut().is_none_or(|b| b.admit(now, true).is_ok());
+                debug_assert!(admitted, "released a request its budget did not admit");
                 lane.last_used = now;
                 if w.tx.send(now).is_ok() {
                     break;

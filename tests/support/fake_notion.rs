@@ -231,6 +231,16 @@ impl FakeNotion {
         });
     }
 
+    /// Changes the rate and burst of [`FakeNotion::limit`] without forgetting what was spent,
+    /// as Notion does when a workspace's plan or load changes mid-stream.
+    pub fn change_limit(&self, rate: f64, burst: u32) {
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        if let Some(l) = self.state.limit.lock().unwrap().as_mut() {
+            l.interval = interval;
+            l.tolerance = interval * (burst - 1);
+        }
+    }
+
     /// When the limit of [`FakeNotion::limit`] answered 429.
     pub fn rejected(&self) -> Vec<tokio::time::Instant> {
         self.state

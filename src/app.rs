@@ -42,6 +42,7 @@ pub struct Gateway {
     pub config: Config,
     pub upstream: Upstream,
     pub shaper: Shaper,
+    pub retries: crate::retry::Retries,
     /// Flips to `true` when the drain deadline passes: requests still waiting answer 503.
     hard_stop: watch::Receiver<bool>,
 }
@@ -53,10 +54,12 @@ impl Gateway {
     ) -> Result<Self, crate::body::BoxError> {
         let upstream = Upstream::new(&config.upstream)?;
         let shaper = Shaper::new(config.limits.clone());
+        let retries = crate::retry::Retries::new(config.retry.clone());
         Ok(Self {
             config,
             upstream,
             shaper,
+            retries,
             hard_stop,
         })
     }

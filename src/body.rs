@@ -125,16 +125,13 @@ where
 /// A request body on its way upstream: either kept in memory, so the request can be sent again
 /// (Notion answered 429: it did not process it), or streamed once.
 ///
-/// Bodies with a declared length up to [`REPLAY_LIMIT`] (every ordinary JSON call, and every
+/// Bodies with a declared length up to `retry.replay_limit` (every ordinary JSON call, and every
 /// request without a body) are read before the request queues; larger or chunked ones (file
 /// uploads) stream through and are not sent twice.
 pub enum RequestBody {
     Replayable(Option<Bytes>),
     Streaming(Pin<Box<GuardedBody<hyper::body::Incoming>>>),
 }
-
-/// Largest request body kept for a second attempt.
-pub const REPLAY_LIMIT: u64 = 1024 * 1024;
 
 impl RequestBody {
     /// A copy for another attempt, if this body can be sent again.

@@ -11,6 +11,8 @@
 //! * [`app`]: shared [`app::Gateway`] state, routes, and the guard that keeps it from being
 //!   an open proxy.
 //! * [`proxy`]: the request pipeline, caller → Notion → caller.
+//! * [`catalogue`]: every Notion endpoint, its route label and what a repeat of it would do.
+//! * [`retry`]: which failed attempts go again, backoff, the retry budget.
 //! * [`upstream`]: the only code that talks to Notion (pool, TLS, corporate proxy).
 //! * [`headers`]: hop-by-hop rules, `Host`, `Notion-Version`.
 //! * [`body`]: streaming bodies with stall timeouts and size limits.
@@ -26,6 +28,7 @@
 pub mod admin;
 pub mod app;
 pub mod body;
+pub mod catalogue;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -33,6 +36,7 @@ pub mod headers;
 pub mod identity;
 pub mod limiter;
 pub mod proxy;
+pub mod retry;
 pub mod server;
 pub mod shaper;
 pub mod telemetry;

@@ -26,10 +26,12 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::Gateway;
-use crate::body::{GuardedBody, RequestBody, REPLAY_LIMIT};
+use crate::body::{GuardedBody, RequestBody};
+use crate::catalogue;
 use crate::config::Config;
 use crate::error::{retry_after_secs, GatewayError};
 use crate::headers::{self, ATTEMPTS, GATEWAY_CLIENT, QUEUE_WAIT};
+use crate::retry::{self, Failure};
 use crate::shaper::budget::Pushback;
 use crate::shaper::Scope;
 use crate::telemetry::{self, RequestLog};
@@ -106,6 +108,8 @@ async fn forward(
             .map(HeaderValue::as_bytes),
         peer,
     );
+    let endpoint = catalogue::classify(&parts.method, parts.uri.path());
+    log.route = endpoint.template;
 
     let body = request_body(cfg, &parts.headers, body, deadline).await?;
     let uri = gw.upstream.uri_for(parts.uri.path_and_query())?;
@@ -114,14 +118,20 @@ async fn forward(
         &gw.upstream.host,
         &cfg.upstream.notion_version,
     );
-    // What another attempt needs, for bodies that can be sent twice.
-    let mut again = body
-        .replay()
-        .map(|b| (parts.method.clone(), parts.headers.clone(), b));
-    let mut request = build(parts.method, uri.clone(), parts.headers, body);
+    // What another attempt sends: the body kept in memory (or none). `None`: the body streams
+    // and goes once.
+    let replay: Option<Option<Bytes>> = match &body {
+        RequestBody::Replayable(b) => Some(b.clone()),
+        RequestBody::Streaming(_) => None,
+    };
+    let mut first_body = Some(body);
+    gw.retries.record_request();
 
     // Notion's last 429/529, passed on if the request cannot go again.
     let mut pushed_back: Option<(http::response::Parts, Bytes, Instant)> = None;
+    // The last failed attempt's answer, passed on unchanged if the retry cannot go.
+    let mut failed: Option<Answer> = None;
+    let mut failures = 0u32;
     loop {
         let acquired = gw
             .shaper
@@ -129,50 +139,189 @@ async fn forward(
                 headers::credential_of(&credential),
                 caller,
                 deadline,
-                pushed_back.is_some(),
+                pushed_back.is_some() || failed.is_some(),
             )
             .await;
-        let ticket = match (acquired, pushed_back.take()) {
-            (Ok(t), _) => t,
-            (Err(_), Some((parts, body, until))) => {
+        let ticket = match (acquired, pushed_back.take(), failed.take()) {
+            (Ok(t), _, _) => t,
+            (Err(_), Some((parts, body, until)), _) => {
                 return Ok(pushback_response(parts, body, until))
             }
-            (Err(r), None) => return Err(GatewayError::from_refusal(&r)),
+            (Err(_), None, Some(answer)) => return answer.into_result(),
+            (Err(r), None, None) => return Err(GatewayError::from_refusal(&r)),
         };
         log.integration = Some(ticket.label.clone());
         log.queue_wait += ticket.waited.unwrap_or_default();
         log.attempts += 1;
 
-        let resp = attempt(gw, request, deadline).await?;
-        log.upstream_status = Some(resp.status().as_u16());
-        let kind = match resp.status().as_u16() {
-            429 => Pushback::RateLimited,
-            529 => Pushback::Overloaded,
-            _ => return Ok(caller_response(cfg, resp)),
+        let Some(body) = first_body
+            .take()
+            .or_else(|| replay.clone().map(RequestBody::Replayable))
+        else {
+            // Not reached: a streamed body never loops.
+            return Err(GatewayError::UpstreamBroken(
+                "request body already sent".into(),
+            ));
+        };
+        let request = build(
+            parts.method.clone(),
+            uri.clone(),
+            parts.headers.clone(),
+            body,
+        );
+        let result = attempt(gw, request, deadline).await;
+        if let Ok(resp) = &result {
+            log.upstream_status = Some(resp.status().as_u16());
+        }
+        let failure = match &result {
+            Ok(resp) => match resp.status().as_u16() {
+                429 | 529 => None,
+                s @ (500 | 502 | 503 | 504 | 409) => Some(Failure::Status(s)),
+                _ => return result.map(|r| caller_response(cfg, r)),
+            },
+            Err(GatewayError::UpstreamConnect { .. }) => Some(Failure::Connect),
+            Err(GatewayError::UpstreamBroken(_)) => Some(Failure::Broken),
+            Err(GatewayError::UpstreamTimeout(_)) => Some(Failure::Timeout),
+            Err(_) => return result.map(|r| caller_response(cfg, r)),
         };
 
-        // Notion did not process the request: pause the key it named, then send it again,
-        // first in line, if the body can be replayed and the deadline allows.
-        let retry_after = parse_retry_after(resp.headers());
-        let (parts, body) = resp.into_parts();
-        let body = read_small(body, cfg.server.body_idle_timeout, deadline).await;
-        let scope = rate_limit_scope(&body);
-        let paused_until = gw.shaper.push_back(&ticket, scope, kind, retry_after);
+        let Some(failure) = failure else {
+            // Notion's 429/529: it did not process the request. Pause the key it named, then
+            // send it again, first in line, if the body can be replayed and the deadline allows.
+            let resp = result?;
+            let kind = if resp.status().as_u16() == 429 {
+                Pushback::RateLimited
+            } else {
+                Pushback::Overloaded
+            };
+            let retry_after = parse_retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
+            let (parts, body) = resp.into_parts();
+            let body = read_small(body, cfg.server.body_idle_timeout, deadline).await;
+            let scope = rate_limit_scope(&body);
+            let paused_until = gw.shaper.push_back(&ticket, scope, kind, retry_after);
+            tracing::debug!(
+                integration = &*ticket.label,
+                status = parts.status.as_u16(),
+                retry_after_s = retry_after.as_secs_f64(),
+                scope = ?scope,
+                "Notion pushed back; key paused"
+            );
+            if replay.is_none() {
+                return Ok(pushback_response(parts, body, paused_until));
+            }
+            pushed_back = Some((parts, body, paused_until));
+            continue;
+        };
+
+        // A 5xx, a 409, a broken or refused connection, a timeout: may it go again?
+        failures += 1;
+        log.failed_attempts.push(failure.reason());
+        let retry_cfg = gw.retries.config();
+        let safety = endpoint.safety_for(replay.as_ref().and_then(|b| b.as_deref()));
+        let allowed = replay.is_some()
+            && failures < retry_cfg.max_attempts
+            && retry::may_retry(
+                safety,
+                gw.retries.unsafe_ok(&parts.method, endpoint.template),
+                failure,
+            );
+        if !allowed {
+            return result.map(|r| caller_response(cfg, r));
+        }
+        let retry_after = match &result {
+            Ok(r) if r.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
+                parse_retry_after(r.headers())
+            }
+            _ => None,
+        };
+        let answer = match result {
+            Ok(resp) => match Answer::keep(resp, cfg, deadline).await {
+                Ok(a) => a,
+                // Too large to hold: it goes to the caller as it is.
+                Err(resp) => return Ok(resp),
+            },
+            Err(e) => Answer::Error(e),
+        };
+        let wait = gw.retries.backoff(failures, retry_after);
+        if Instant::now() + wait >= deadline || !gw.retries.take_retry() {
+            return answer.into_result();
+        }
         tracing::debug!(
             integration = &*ticket.label,
-            status = parts.status.as_u16(),
-            retry_after_s = retry_after.as_secs_f64(),
-            scope = ?scope,
-            "Notion pushed back; key paused"
+            route = endpoint.template,
+            reason = failure.reason(),
+            wait_ms = wait.as_millis() as u64,
+            "attempt failed; retrying"
         );
-        let Some((m, h, b)) = again.take() else {
-            return Ok(pushback_response(parts, body, paused_until));
-        };
-        again = b.replay().map(|c| (m.clone(), h.clone(), c));
-        request = build(m, uri.clone(), h, b);
-        pushed_back = Some((parts, body, paused_until));
+        tokio::time::sleep(wait).await;
+        failed = Some(answer);
     }
 }
+
+/// A failed attempt's answer, held while its retry waits: Notion's response (head and small
+/// body, passed on unchanged) or the gateway's own error.
+enum Answer {
+    Response(http::response::Parts, Bytes),
+    Error(GatewayError),
+}
+
+impl Answer {
+    /// Reads a failed response's body to hold it; one larger than [`HELD_BODY_LIMIT`] (or that
+    /// stalls) is not held but returned, streaming, for the caller.
+    async fn keep(
+        resp: http::Response<Incoming>,
+        cfg: &Config,
+        deadline: Instant,
+    ) -> Result<Self, Response> {
+        let (parts, mut body) = resp.into_parts();
+        let mut buf = Vec::new();
+        let idle = cfg.server.body_idle_timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline.min(Instant::now() + idle), body.frame());
+            match next.await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        buf.extend_from_slice(&data);
+                    }
+                    if buf.len() > HELD_BODY_LIMIT {
+                        let prefix = Bytes::from(buf);
+                        let rest = http_body_util::BodyStream::new(body);
+                        let chained = futures_util::StreamExt::chain(
+                            futures_util::stream::once(async move {
+                                Ok::<_, hyper::Error>(http_body::Frame::data(prefix))
+                            }),
+                            rest,
+                        );
+                        let mut parts = parts;
+                        headers::to_caller(&mut parts.headers);
+                        return Err(Response::from_parts(
+                            parts,
+                            Body::new(GuardedBody::new(
+                                http_body_util::StreamBody::new(chained),
+                                idle,
+                                None,
+                            )),
+                        ));
+                    }
+                }
+                Ok(None) => return Ok(Answer::Response(parts, Bytes::from(buf))),
+                // A body that breaks or stalls: the status is what matters; keep what arrived.
+                Ok(Some(Err(_))) | Err(_) => return Ok(Answer::Response(parts, Bytes::from(buf))),
+            }
+        }
+    }
+
+    fn into_result(self) -> Result<Response, GatewayError> {
+        match self {
+            Answer::Response(parts, body) => Ok(buffered_response(parts, body)),
+            Answer::Error(e) => Err(e),
+        }
+    }
+}
+
+/// Largest failed-response body held while its retry waits (Notion's error JSON and its CDN's
+/// HTML pages are well under it).
+const HELD_BODY_LIMIT: usize = 64 * 1024;
 
 /// One upstream attempt, up to the response head.
 async fn attempt(
@@ -233,7 +382,7 @@ async fn request_body(
         return Ok(RequestBody::Replayable(None));
     }
     let idle = cfg.server.body_idle_timeout;
-    if declared.is_some_and(|n| n <= REPLAY_LIMIT) {
+    if declared.is_some_and(|n| n <= cfg.retry.replay_limit) {
         let collect = GuardedBody::new(body, idle, None).collect();
         let bytes = tokio::time::timeout_at(deadline, collect)
             .await
@@ -266,16 +415,17 @@ fn caller_response(cfg: &Config, resp: http::Response<Incoming>) -> Response {
 
 /// Notion's 429/529, passed on when it cannot be waited out: its own body, and a
 /// `Retry-After` that counts until the key's pause ends.
-fn pushback_response(
-    mut parts: http::response::Parts,
-    body: Bytes,
-    paused_until: Instant,
-) -> Response {
-    headers::to_caller(&mut parts.headers);
+fn pushback_response(parts: http::response::Parts, body: Bytes, paused_until: Instant) -> Response {
     let secs = retry_after_secs(paused_until.saturating_duration_since(Instant::now()));
-    parts
-        .headers
+    let mut resp = buffered_response(parts, body);
+    resp.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
+}
+
+/// A response of Notion's that was read into memory, on its way to the caller.
+fn buffered_response(mut parts: http::response::Parts, body: Bytes) -> Response {
+    headers::to_caller(&mut parts.headers);
     parts
         .headers
         .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -286,17 +436,15 @@ fn pushback_response(
 /// Longest pause a `Retry-After` may ask for; Notion's workspace limit can ask for minutes.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Notion's `Retry-After`: an integer (or decimal) number of seconds. Missing or unreadable:
-/// one second.
-fn parse_retry_after(headers: &HeaderMap) -> Duration {
+/// Notion's `Retry-After`: an integer (or decimal) number of seconds, capped at
+/// [`MAX_RETRY_AFTER`]; `None` when missing or unreadable.
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     headers
         .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<f64>().ok())
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .map_or(Duration::from_secs(1), |s| {
-            Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64()))
-        })
+        .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
 /// Which limit a 429 names: `additional_data.rate_limit_reason` mentioning the workspace means

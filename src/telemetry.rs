@@ -227,6 +227,11 @@ pub struct RequestLog {
     pub attempts: u32,
     /// Status of the last upstream answer, when there was one.
     pub upstream_status: Option<u16>,
+    /// Route template of the endpoint catalogue (`/v1/pages/{id}`), `unknown` outside it.
+    pub route: &'static str,
+    /// How each failed attempt ended (`502`, `reset`, `connect`, `timeout`, ...), in order;
+    /// empty (and unallocated) when the first attempt answered.
+    pub failed_attempts: Vec<&'static str>,
     status: u16,
     duration: Duration,
     notion_request_id: Option<HeaderValue>,
@@ -248,6 +253,8 @@ impl RequestLog {
             queue_wait: Duration::ZERO,
             attempts: 0,
             upstream_status: None,
+            route: crate::catalogue::UNKNOWN,
+            failed_attempts: Vec::new(),
             status: 0,
             duration: Duration::ZERO,
             notion_request_id: None,
@@ -270,6 +277,7 @@ pub fn log_request(l: &RequestLog) {
     tracing::info!(
         target: "notion_gateway::access",
         method = %l.method,
+        route = l.route,
         path = l.uri.path(),
         status = l.status,
         duration_ms = l.duration.as_secs_f64() * 1000.0,
@@ -279,10 +287,26 @@ pub fn log_request(l: &RequestLog) {
         request_bytes = l.request_bytes.unwrap_or(0),
         queue_wait_ms = l.queue_wait.as_secs_f64() * 1000.0,
         attempts = l.attempts,
+        failed_attempts = %Joined(&l.failed_attempts),
         upstream_status = l.upstream_status.unwrap_or(0),
         error = l.error.unwrap_or(""),
         "request"
     );
+}
+
+/// `502,reset`: a list as one log value.
+struct Joined<'a>(&'a [&'static str]);
+
+impl std::fmt::Display for Joined<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, s) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s)?;
+        }
+        Ok(())
+    }
 }
 
 /// A request the guard refused before anything else ran.

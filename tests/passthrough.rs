@@ -182,7 +182,10 @@ async fn notion_errors_pass_through_unchanged() {
     let notion = FakeNotion::start().await;
     notion.push(Reply::notion_error(404, "object_not_found"));
     notion.push(Reply::html_502());
-    let gw = TestGateway::start(config_for(&notion)).await;
+    // Retries off: this is about what reaches the caller (tests/retries.rs covers retries).
+    let mut cfg = config_for(&notion);
+    cfg.retry.max_attempts = 1;
+    let gw = TestGateway::start(cfg).await;
 
     let r = gw.get("/v1/users").await;
     assert_eq!(r.status, 404);
@@ -391,7 +394,9 @@ async fn refused_upstream_connection_is_a_502() {
 async fn upstream_reset_before_answering_is_a_502() {
     let notion = FakeNotion::start().await;
     notion.push(Reply::Reset);
-    let gw = TestGateway::start(config_for(&notion)).await;
+    let mut cfg = config_for(&notion);
+    cfg.retry.max_attempts = 1;
+    let gw = TestGateway::start(cfg).await;
     let r = gw.get("/v1/users").await;
     let v = r.assert_gateway_error(502, "bad_gateway");
     assert!(v["message"]

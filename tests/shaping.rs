@@ -463,9 +463,11 @@ async fn a_tightened_limit_costs_few_429s_and_the_backlog_never_leaves_in_clumps
             60 => notion.change_limit(3.0, 3),
             _ => {}
         }
-        calls.push(tokio::spawn(
-            gw.send_detached(get_as(&gw, &format!("/v1/pages/{i}"), "ntn_steady")),
-        ));
+        calls.push(tokio::spawn(gw.send_detached(get_as(
+            &gw,
+            &format!("/v1/pages/{i}"),
+            "ntn_steady",
+        ))));
     }
     for c in calls {
         let r = c.await.unwrap();

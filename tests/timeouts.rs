@@ -44,6 +44,7 @@ async fn one_attempt_is_bounded_by_the_attempt_timeout() {
     notion.push(Reply::Hang);
     let mut cfg = config_for(&notion);
     cfg.upstream.attempt_timeout = Duration::from_secs(20);
+    cfg.retry.max_attempts = 1; // one attempt; tests/retries.rs retries timeouts
     let gw = TestGateway::start(cfg).await;
     let start = Instant::now();
     let v = gw
@@ -80,6 +81,7 @@ async fn connect_timeout_applies_when_the_upstream_never_accepts() {
     }
     let mut cfg = notion_gateway::Config::default();
     cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
+    cfg.retry.max_attempts = 1; // one attempt; tests/retries.rs retries refused connections
     let gw = TestGateway::start(cfg).await;
     let start = Instant::now();
     let v = gw

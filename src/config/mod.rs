@@ -38,6 +38,22 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub retry: RetryConfig,
+}
+
+/// `[retry]`: see [`crate::retry`].
+#[derive(Debug, Clone)]
+pub struct RetryConfig {
+    /// Attempts per request for 5xx, broken connections and timeouts, the first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    pub budget_ratio: f64,
+    pub budget_min_per_second: f64,
+    /// Request bodies with a declared length up to this are kept for another attempt.
+    pub replay_limit: u64,
+    /// Non-idempotent routes the operator opted into retries: (method, catalogue template).
+    pub unsafe_routes: Vec<(http::Method, &'static str)>,
 }
 
 /// Shaping (PRODUCT.md P2): budgets, queue bounds, integrations and workspaces.
@@ -406,11 +422,78 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
             ),
         ));
     }
+    let retry = validate_retry(&raw.retry, &bad)?;
     Ok(Config {
         server,
         upstream,
         log,
         limits,
+        retry,
+    })
+}
+
+fn validate_retry(
+    r: &surface::RawRetry,
+    bad: &dyn Fn(&'static str, String) -> ConfigError,
+) -> Result<RetryConfig, ConfigError> {
+    if !(1..=10).contains(&r.max_attempts) {
+        return Err(bad(
+            "retry.max_attempts",
+            "must be from 1 (no retries) to 10".into(),
+        ));
+    }
+    if r.backoff_base.is_zero() || r.backoff_cap < r.backoff_base {
+        return Err(bad(
+            "retry.backoff_base",
+            "must be above zero and at most retry.backoff_cap".into(),
+        ));
+    }
+    if !(r.budget_ratio.is_finite() && (0.0..=10.0).contains(&r.budget_ratio)) {
+        return Err(bad(
+            "retry.budget_ratio",
+            "must be a share of requests from 0 to 10 (0.2 = 20 %)".into(),
+        ));
+    }
+    if !(r.budget_min_per_second.is_finite() && r.budget_min_per_second >= 0.0) {
+        return Err(bad(
+            "retry.budget_min_per_second",
+            "must be 0 or more".into(),
+        ));
+    }
+    if r.replay_limit.as_u64() > 64 * 1024 * 1024 {
+        return Err(bad(
+            "retry.replay_limit",
+            "must be at most 64MiB: every waiting request may hold this much".into(),
+        ));
+    }
+    let mut unsafe_routes = Vec::new();
+    for route in &r.routes {
+        let found = route.route.split_once(' ').and_then(|(m, t)| {
+            crate::catalogue::entries().find(|(em, et)| *em == m.trim() && *et == t.trim())
+        });
+        let Some((m, t)) = found else {
+            return Err(bad(
+                "retry.routes",
+                format!(
+                    "`{}` is not a method and path template of the endpoint catalogue, such as \"POST /v1/pages\"",
+                    route.route
+                ),
+            ));
+        };
+        if route.retry_unsafe {
+            let method = http::Method::from_bytes(m.as_bytes())
+                .map_err(|e| bad("retry.routes", e.to_string()))?;
+            unsafe_routes.push((method, t));
+        }
+    }
+    Ok(RetryConfig {
+        max_attempts: r.max_attempts,
+        backoff_base: r.backoff_base,
+        backoff_cap: r.backoff_cap,
+        budget_ratio: r.budget_ratio,
+        budget_min_per_second: r.budget_min_per_second,
+        replay_limit: r.replay_limit.as_u64(),
+        unsafe_routes,
     })
 }
 

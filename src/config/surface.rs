@@ -18,6 +18,7 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     pub log: RawLog,
     pub limits: RawLimits,
+    pub retry: RawRetry,
     /// `[[integrations]]`: tokens with their own name, budget or workspace.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub integrations: Vec<RawIntegration>,
@@ -163,4 +164,44 @@ pub struct RawIntegration {
 pub struct RawWorkspace {
     pub rate: f64,
     pub burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    pub budget_ratio: f64,
+    pub budget_min_per_second: f64,
+    pub replay_limit: ByteSize,
+    /// `[[retry.routes]]`: per-route opt-ins.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRetryRoute>,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(5),
+            budget_ratio: 0.2,
+            budget_min_per_second: 10.0,
+            replay_limit: ByteSize::mib(1),
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryRoute {
+    /// `"POST /v1/pages"`: a method and a template of the endpoint catalogue.
+    pub route: String,
+    /// Retry this non-idempotent route on 5xx, broken connections and timeouts too.
+    #[serde(default)]
+    pub retry_unsafe: bool,
 }

@@ -597,7 +597,10 @@ impl State {
                 }
                 // Cannot fail: both budgets were ready at `now` after catching up.
                 let admitted = lane.budget.admit(now, true).is_ok()
-                    & group.shared.as_mut().is_none_or(|b| b.admit(now, true).is_ok());
+                    & group
+                        .shared
+                        .as_mut()
+                        .is_none_or(|b| b.admit(now, true).is_ok());
                 debug_assert!(admitted, "released a request its budget did not admit");
                 lane.last_used = now;
                 if w.tx.send(now).is_ok() {

@@ -269,7 +269,7 @@ async fn the_budget_stops_a_retry_storm() {
     for c in calls {
         assert_eq!(c.await.unwrap().status, 502);
     }
-    // Without a budget: 20 × 4 = 80 arrivals. With it: 20, plus 5 (floor) + 2 (10 % of 20).
+    // Without a budget: 20 × 6 = 120 arrivals. With it: 20, plus 5 (floor) + 2 (10 % of 20).
     assert_eq!(notion.received().len(), 20 + 5 + 2);
 }
 

@@ -185,7 +185,7 @@ pub struct RawRetry {
 impl Default for RawRetry {
     fn default() -> Self {
         Self {
-            max_attempts: 4,
+            max_attempts: 6,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             budget_ratio: 0.2,

@@ -22,6 +22,7 @@
 //! * [`shaper`]: per-token and per-workspace budgets, fair queues, Notion's 429/529.
 //! * [`admin`]: `/healthz`, `/readyz`, `/status`.
 //! * [`telemetry`]: logging and the per-request event.
+//! * [`metrics`]: metric names and the calls that record them.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,7 @@ pub mod error;
 pub mod headers;
 pub mod identity;
 pub mod limiter;
+pub mod metrics;
 pub mod proxy;
 pub mod retry;
 pub mod server;

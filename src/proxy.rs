@@ -31,6 +31,7 @@ use crate::catalogue;
 use crate::config::Config;
 use crate::error::{retry_after_secs, GatewayError};
 use crate::headers::{self, ATTEMPTS, GATEWAY_CLIENT, QUEUE_WAIT};
+use crate::metrics;
 use crate::retry::{self, Failure};
 use crate::shaper::budget::Pushback;
 use crate::shaper::Scope;
@@ -173,6 +174,16 @@ async fn forward(
         if let Ok(resp) = &result {
             log.upstream_status = Some(resp.status().as_u16());
         }
+        metrics::upstream_attempt(
+            endpoint.template,
+            match &result {
+                Ok(resp) => metrics::status_outcome(resp.status().as_u16()),
+                Err(GatewayError::UpstreamConnect { .. }) => "connect",
+                Err(GatewayError::UpstreamBroken(_)) => "reset",
+                Err(GatewayError::UpstreamTimeout(_)) => "timeout",
+                Err(_) => "error",
+            },
+        );
         let failure = match &result {
             Ok(resp) => match resp.status().as_u16() {
                 429 | 529 => None,
@@ -218,14 +229,17 @@ async fn forward(
         log.failed_attempts.push(failure.reason());
         let retry_cfg = gw.retries.config();
         let safety = endpoint.safety_for(replay.as_ref().and_then(|b| b.as_deref()));
-        let allowed = replay.is_some()
-            && failures < retry_cfg.max_attempts
+        let repeatable = replay.is_some()
             && retry::may_retry(
                 safety,
                 gw.retries.unsafe_ok(&parts.method, endpoint.template),
                 failure,
             );
-        if !allowed {
+        if !repeatable {
+            return result.map(|r| caller_response(cfg, r));
+        }
+        if failures >= retry_cfg.max_attempts {
+            metrics::retry_denied(endpoint.template, "attempts");
             return result.map(|r| caller_response(cfg, r));
         }
         let retry_after = match &result {
@@ -243,9 +257,15 @@ async fn forward(
             Err(e) => Answer::Error(e),
         };
         let wait = gw.retries.backoff(failures, retry_after);
-        if Instant::now() + wait >= deadline || !gw.retries.take_retry() {
+        if Instant::now() + wait >= deadline {
+            metrics::retry_denied(endpoint.template, "deadline");
             return answer.into_result();
         }
+        if !gw.retries.take_retry() {
+            metrics::retry_denied(endpoint.template, "budget");
+            return answer.into_result();
+        }
+        metrics::retry(endpoint.template, failure.reason());
         tracing::debug!(
             integration = &*ticket.label,
             route = endpoint.template,

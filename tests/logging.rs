@@ -41,6 +41,13 @@ async fn tokens_never_reach_the_log() {
     assert_eq!(gw.send(req).await.status, 401);
     let nowhere = gw.get("/nowhere").await;
     assert_eq!(nowhere.status, 404);
+    // A read that needed three attempts: each failed one is listed, the route is a template.
+    notion.push(Reply::html_502());
+    notion.push(Reply::Reset);
+    let retried = gw
+        .get("/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5")
+        .await;
+    assert_eq!(retried.status, 200);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -48,6 +55,12 @@ async fn tokens_never_reach_the_log() {
         "request event logged: {logs}"
     );
     assert!(logs.contains("\"status\":401"), "{logs}");
+    assert!(
+        logs.contains("\"route\":\"/v1/pages/{id}\"")
+            && logs.contains("\"attempts\":3")
+            && logs.contains("\"failed_attempts\":\"502,reset\""),
+        "each attempt's outcome logged: {logs}"
+    );
     let expected_id = notion_gateway::identity::TokenId::of(b"ntn_SUPERSECRET_value");
     assert!(
         logs.contains(expected_id.as_str()),

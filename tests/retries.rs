@@ -143,24 +143,8 @@ async fn an_operator_can_opt_a_create_route_in() {
 /// listener over and accepts.
 #[tokio::test(start_paused = true)]
 async fn a_create_whose_connection_was_never_made_goes_again() {
-    use socket2::{Domain, Socket, Type};
-    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    sock.listen(1).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        fillers.push(s);
-    }
+    let hole = BlackHole::new();
+    let addr = hole.addr;
     let mut cfg = Config::default();
     cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
     cfg.upstream.connect_timeout = Duration::from_secs(1);
@@ -170,15 +154,12 @@ async fn a_create_whose_connection_was_never_made_goes_again() {
     let call = tokio::spawn(gw.send_detached(json_request(&gw, Method::POST, "/v1/pages", page)));
     // The first attempt's connect times out at 1 s; from 1.5 s the listener accepts.
     tokio::time::sleep(ms(1500)).await;
-    let std_listener: std::net::TcpListener = sock.into();
-    std_listener.set_nonblocking(true).unwrap();
-    let notion = FakeNotion::serve(tokio::net::TcpListener::from_std(std_listener).unwrap());
+    let notion = hole.open();
     let r = call.await.unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let attempts: u32 = r.header("x-gateway-attempts").unwrap().parse().unwrap();
     assert!(attempts >= 2, "{attempts}");
     assert_eq!(notion.received().len(), 1, "the page was created once");
-    drop(fillers);
 }
 
 #[tokio::test(start_paused = true)]

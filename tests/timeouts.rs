@@ -60,25 +60,8 @@ async fn one_attempt_is_bounded_by_the_attempt_timeout() {
 
 #[tokio::test(start_paused = true)]
 async fn connect_timeout_applies_when_the_upstream_never_accepts() {
-    // A listener with a backlog of 1 that never accepts: once its queue is full, the kernel
-    // drops further SYNs and connect() hangs, like a black-holed host.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    sock.listen(1).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&addr.into());
-        fillers.push(s);
-    }
+    let hole = BlackHole::new();
+    let addr = hole.addr;
     let mut cfg = notion_gateway::Config::default();
     cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
     cfg.retry.max_attempts = 1; // one attempt; tests/retries.rs retries refused connections

@@ -229,3 +229,44 @@ pub async fn closed_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// A listener whose accept queue is full: the kernel drops further SYNs, so a connect() to it
+/// hangs like one to a black-holed host, until [`BlackHole::open`] starts accepting.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl BlackHole {
+    pub fn new() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        listener.listen(1).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let fillers = (0..8)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr.into());
+                s
+            })
+            .collect();
+        BlackHole {
+            addr,
+            listener,
+            _fillers: fillers,
+        }
+    }
+
+    /// The fake Notion takes the listener over and accepts (the fillers' connections too;
+    /// they send nothing).
+    pub fn open(self) -> FakeNotion {
+        let std_listener: std::net::TcpListener = self.listener.into();
+        std_listener.set_nonblocking(true).unwrap();
+        FakeNotion::serve(tokio::net::TcpListener::from_std(std_listener).unwrap())
+    }
+}

@@ -171,9 +171,8 @@ async fn forward(
             body,
         );
         let result = attempt(gw, request, deadline).await;
-        if let Ok(resp) = &result {
-            log.upstream_status = Some(resp.status().as_u16());
-        }
+        // Of the last attempt only: a reset after a 502 logs no upstream status.
+        log.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
         metrics::upstream_attempt(
             endpoint.template,
             match &result {

@@ -891,4 +891,36 @@ mod tests {
         );
         assert_eq!(redact_userinfo("http://proxy:3128"), "http://proxy:3128");
     }
+
+    #[test]
+    fn retry_settings_are_validated_and_routes_must_be_in_the_catalogue() {
+        let mut raw = RawConfig::default();
+        raw.retry.max_attempts = 0;
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(err.contains("retry.max_attempts"), "{err}");
+
+        let mut raw = RawConfig::default();
+        raw.retry.routes.push(surface::RawRetryRoute {
+            route: "POST /v1/pagez".into(),
+            retry_unsafe: true,
+        });
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(
+            err.contains("retry.routes") && err.contains("/v1/pagez"),
+            "{err}"
+        );
+
+        let mut raw = RawConfig::default();
+        raw.retry.routes.push(surface::RawRetryRoute {
+            route: "POST /v1/comments".into(),
+            retry_unsafe: true,
+        });
+        let cfg = validate_raw(raw).unwrap();
+        assert_eq!(
+            cfg.retry.unsafe_routes,
+            vec![(http::Method::POST, "/v1/comments")]
+        );
+        assert_eq!(cfg.retry.max_attempts, 6);
+        assert_eq!(cfg.retry.replay_limit, 1024 * 1024);
+    }
 }

@@ -1,6 +1,6 @@
 //! The gateway's own endpoints: `/healthz` (the process is alive), `/readyz` (ready to
-//! proxy: configured and listening) and `/status` (the shaper's keys as JSON). Later:
-//! `/metrics`, and a `/readyz` that follows the upstream. During a shutdown the listener is closed at once, so probes see
+//! proxy: configured and listening), `/status` (the shaper's keys as JSON) and `/metrics`
+//! (Prometheus text). Later: a `/readyz` that follows the upstream. During a shutdown the listener is closed at once, so probes see
 //! "connection refused" rather than a 503.
 
 use std::sync::Arc;
@@ -45,6 +45,23 @@ pub async fn status(State(gw): State<Arc<Gateway>>) -> Response {
     .into_response()
 }
 
+/// Prometheus text format, version 0.0.4.
+pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+    let Some(handle) = &gw.metrics else {
+        return GatewayError::NotFound("/metrics (another metrics recorder is installed)".into())
+            .to_response("");
+    };
+    let body = crate::metrics::render(handle, &gw.shaper.snapshot());
+    (
+        [(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
 /// Anything that is neither proxied nor one of the gateway's own endpoints.
 /// Logged like any refused request; the probes of `/healthz` and `/readyz` are not logged.
 pub async fn not_found(req: Request) -> Response {
@@ -55,5 +72,6 @@ pub async fn not_found(req: Request) -> Response {
         .unwrap_or(HeaderValue::from_static(""));
     let err = GatewayError::NotFound(req.uri().path().to_owned());
     crate::telemetry::log_rejection(&req, &err, &id);
+    crate::metrics::rejection(err.reason());
     err.to_response(id.to_str().unwrap_or(""))
 }

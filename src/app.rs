@@ -43,6 +43,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub shaper: Shaper,
     pub retries: crate::retry::Retries,
+    /// Renders `/metrics`; `None` when another metrics recorder was installed first.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Flips to `true` when the drain deadline passes: requests still waiting answer 503.
     hard_stop: watch::Receiver<bool>,
 }
@@ -60,6 +62,7 @@ impl Gateway {
             upstream,
             shaper,
             retries,
+            metrics: crate::metrics::install(),
             hard_stop,
         })
     }
@@ -87,6 +90,7 @@ impl App {
             .route("/healthz", get(admin::healthz))
             .route("/readyz", get(admin::readyz))
             .route("/status", get(admin::status))
+            .route("/metrics", get(admin::metrics))
             .fallback(admin::not_found)
             .with_state(gw.clone());
         Self {
@@ -109,6 +113,7 @@ impl App {
         let mut resp = match check(&self.gw.config, &req) {
             Err(err) => {
                 crate::telemetry::log_rejection(&req, &err, &id);
+                crate::metrics::rejection(err.reason());
                 err.to_response(id.to_str().unwrap_or(""))
             }
             Ok(()) if proxy::is_proxied(req.uri().path()) => {

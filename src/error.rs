@@ -151,6 +151,21 @@ impl GatewayError {
         }
     }
 
+    /// Whether the gateway refused the request itself (bad input, no budget) rather than
+    /// failing to get an answer from Notion: the `notion_gateway_rejections_total` ones.
+    pub fn is_rejection(&self) -> bool {
+        use GatewayError::*;
+        !matches!(
+            self,
+            UpstreamConnect { .. }
+                | UpstreamTls { .. }
+                | UpstreamBroken(_)
+                | UpstreamTimeout(_)
+                | DeadlineExceeded(_)
+                | ShuttingDown
+        )
+    }
+
     /// The Notion-shaped response, stamped with the request id the caller will also see in
     /// `x-request-id`.
     pub fn to_response(&self, request_id: &str) -> Response {

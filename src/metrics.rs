@@ -1,20 +1,179 @@
-//! Metric names, and the calls that record them, in one place.
+//! Metric names, the calls that record them, and the Prometheus exporter, in one place.
 //!
-//! Recorded through the `metrics` facade; nothing is exported until a recorder is installed
-//! (`/metrics`, PRODUCT.md P5). Labels are bounded: route templates of the endpoint catalogue
-//! (never an id), outcome and reason names from fixed lists, never a token.
+//! Recorded through the `metrics` facade into one process-wide `metrics-exporter-prometheus`
+//! recorder, rendered by `GET /metrics`. Labels are bounded: route templates of the endpoint
+//! catalogue (never an id), integration names or token hash prefixes (never a token), status
+//! codes, and reasons from fixed lists; a reason Notion sends is kept only if it looks like an
+//! identifier (see [`reason_label`]).
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::shaper::Snapshot;
+
+/// Requests answered, by `route`, `method` and `status`.
+pub const REQUESTS: &str = "notion_gateway_requests_total";
+/// Time from the request's head to the response's head, by `route`.
+pub const REQUEST_DURATION: &str = "notion_gateway_request_duration_seconds";
+/// Requests being handled now.
+pub const IN_FLIGHT: &str = "notion_gateway_in_flight_requests";
 /// Upstream attempts, by `route` and `outcome` (`2xx`, `4xx`, `429`, `529`, `5xx`, `connect`,
 /// `reset`, `timeout`, `error`).
 pub const UPSTREAM_ATTEMPTS: &str = "notion_gateway_upstream_attempts_total";
+/// One upstream attempt, up to the response head, by `route`.
+pub const UPSTREAM_ATTEMPT_DURATION: &str = "notion_gateway_upstream_attempt_duration_seconds";
 /// Retries sent, by `route` and `reason` (what the failed attempt ended with).
 pub const RETRIES: &str = "notion_gateway_retries_total";
 /// Failed attempts that were not retried although their class allows it, by `route` and `why`
 /// (`attempts`, `deadline`, `budget`).
 pub const RETRIES_DENIED: &str = "notion_gateway_retries_denied_total";
+/// Time a request waited for its budget (every attempt), by `integration`.
+pub const QUEUE_WAIT: &str = "notion_gateway_queue_wait_seconds";
+/// Requests waiting for their budget, by `integration` (set when `/metrics` is read).
+pub const QUEUE_DEPTH: &str = "notion_gateway_queue_depth";
+/// The rate the shaper currently allows, by `integration` (set when `/metrics` is read).
+pub const EFFECTIVE_RATE: &str = "notion_gateway_effective_rate";
+/// Seconds until Notion's pause of the key ends, by `integration` (0 when not paused).
+pub const PAUSED: &str = "notion_gateway_paused_seconds";
+/// Notion's 429 and 529, by `integration`, `status` and `reason` (`rate_limit_reason`).
+pub const NOTION_PUSHBACKS: &str = "notion_gateway_notion_pushbacks_total";
+/// Requests the gateway answered by itself, by `reason` (`queue_full`, `wait_too_long`,
+/// `body_too_large`, `unauthorized`, ...).
+pub const REJECTIONS: &str = "notion_gateway_rejections_total";
+/// Always 1, with the gateway's `version`.
+pub const BUILD_INFO: &str = "notion_gateway_build_info";
 
-pub fn upstream_attempt(route: &'static str, outcome: &'static str) {
+/// Request, queue-wait buckets: milliseconds of a fast path up to a minute of queueing.
+const WAIT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0,
+];
+/// Upstream attempts run up to `upstream.attempt_timeout` (65 s).
+const ATTEMPT_BUCKETS: &[f64] = &[
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 65.0,
+];
+
+/// Installs the process-wide recorder on first use and returns its handle; `None` if another
+/// recorder was installed first (a library user's own).
+pub fn install() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(WAIT_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(UPSTREAM_ATTEMPT_DURATION.into()),
+                        ATTEMPT_BUCKETS,
+                    )
+                })
+                .ok()?
+                .build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            describe();
+            metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            Some(handle)
+        })
+        .clone()
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS,
+        "Requests answered, by route template, method and status."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from the request head to the response head, queueing and retries included."
+    );
+    describe_gauge!(IN_FLIGHT, "Requests being handled now.");
+    describe_counter!(
+        UPSTREAM_ATTEMPTS,
+        "Attempts sent to Notion, by route template and outcome."
+    );
+    describe_histogram!(
+        UPSTREAM_ATTEMPT_DURATION,
+        Unit::Seconds,
+        "One attempt to Notion, up to its response head."
+    );
+    describe_counter!(
+        RETRIES,
+        "Retries sent, by route template and what the failed attempt ended with."
+    );
+    describe_counter!(
+        RETRIES_DENIED,
+        "Retryable failures not retried: attempts, deadline or retry budget exhausted."
+    );
+    describe_histogram!(
+        QUEUE_WAIT,
+        Unit::Seconds,
+        "Time a request waited for its token's (and workspace's) budget."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Requests waiting for the budget, per integration."
+    );
+    describe_gauge!(
+        EFFECTIVE_RATE,
+        "Requests per second the shaper allows now (below the configured rate after Notion's 429s)."
+    );
+    describe_gauge!(
+        PAUSED,
+        Unit::Seconds,
+        "Seconds until Notion's Retry-After pause ends."
+    );
+    describe_counter!(
+        NOTION_PUSHBACKS,
+        "Notion's 429 and 529 answers, by integration, status and rate_limit_reason."
+    );
+    describe_counter!(
+        REJECTIONS,
+        "Requests the gateway answered by itself, by reason (nothing or little sent to Notion)."
+    );
+    describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+}
+
+/// The Prometheus text for `GET /metrics`: the shaper's gauges are set from `snapshot` first.
+pub fn render(handle: &PrometheusHandle, snapshot: &Snapshot) -> String {
+    for k in snapshot.tokens.iter().chain(&snapshot.workspaces) {
+        let key = k.key.clone();
+        metrics::gauge!(QUEUE_DEPTH, "integration" => key.clone()).set(k.queued as f64);
+        metrics::gauge!(EFFECTIVE_RATE, "integration" => key.clone()).set(k.effective_rate);
+        metrics::gauge!(PAUSED, "integration" => key).set(k.paused_for_s.unwrap_or(0.0));
+    }
+    handle.run_upkeep();
+    handle.render()
+}
+
+pub fn request(route: &'static str, method: &http::Method, status: u16, took: Duration) {
+    metrics::counter!(REQUESTS, "route" => route, "method" => method_label(method), "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!(REQUEST_DURATION, "route" => route).record(took.as_secs_f64());
+}
+
+/// Counts a request in flight until the guard drops.
+pub struct InFlight;
+
+impl InFlight {
+    pub fn start() -> Self {
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}
+
+pub fn upstream_attempt(route: &'static str, outcome: &'static str, took: Duration) {
     metrics::counter!(UPSTREAM_ATTEMPTS, "route" => route, "outcome" => outcome).increment(1);
+    metrics::histogram!(UPSTREAM_ATTEMPT_DURATION, "route" => route).record(took.as_secs_f64());
 }
 
 pub fn retry(route: &'static str, reason: &'static str) {
@@ -25,6 +184,25 @@ pub fn retry_denied(route: &'static str, why: &'static str) {
     metrics::counter!(RETRIES_DENIED, "route" => route, "why" => why).increment(1);
 }
 
+pub fn queue_wait(integration: &std::sync::Arc<str>, waited: Duration) {
+    metrics::histogram!(QUEUE_WAIT, "integration" => integration.to_string())
+        .record(waited.as_secs_f64());
+}
+
+pub fn notion_pushback(integration: &std::sync::Arc<str>, status: u16, reason: Option<&str>) {
+    metrics::counter!(
+        NOTION_PUSHBACKS,
+        "integration" => integration.to_string(),
+        "status" => status_label(status),
+        "reason" => reason_label(reason)
+    )
+    .increment(1);
+}
+
+pub fn rejection(reason: &'static str) {
+    metrics::counter!(REJECTIONS, "reason" => reason).increment(1);
+}
+
 /// The `outcome` label of an upstream answer's status.
 pub fn status_outcome(status: u16) -> &'static str {
     match status {
@@ -33,5 +211,95 @@ pub fn status_outcome(status: u16) -> &'static str {
         500..=599 => "5xx",
         400..=499 => "4xx",
         _ => "2xx",
+    }
+}
+
+/// Status codes as labels without allocating for the common ones.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    const KNOWN: &[(u16, &str)] = &[
+        (200, "200"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (408, "408"),
+        (409, "409"),
+        (413, "413"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+        (529, "529"),
+    ];
+    match KNOWN.iter().find(|(s, _)| *s == status) {
+        Some((_, l)) => std::borrow::Cow::Borrowed(l),
+        None => std::borrow::Cow::Owned(status.to_string()),
+    }
+}
+
+fn method_label(m: &http::Method) -> &'static str {
+    match *m {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::PUT => "PUT",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Notion's `rate_limit_reason` as a label: kept when it looks like a reason word
+/// (`workspace_rate_limit`: lowercase letters and `_` only, at most 40), otherwise `other`;
+/// `none` when absent. No digits, so no id or token can pass, whatever the upstream sends.
+pub fn reason_label(reason: Option<&str>) -> String {
+    match reason {
+        None => "none".into(),
+        Some(r)
+            if !r.is_empty()
+                && r.len() <= 40
+                && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            r.into()
+        }
+        Some(_) => "other".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_cannot_carry_ids_or_tokens() {
+        assert_eq!(
+            reason_label(Some("workspace_rate_limit")),
+            "workspace_rate_limit"
+        );
+        assert_eq!(reason_label(None), "none");
+        for hostile in [
+            "59833787-2cf9-4fdf-8782-e53db20768a5",
+            "598337872cf94fdf8782e53db20768a5",
+            "Bearer ntn_secret",
+            "ntn_4a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f",
+            "secret_abcdefghijklmnopqrstuvwxyzabcdefghijk",
+            "with space",
+            "12345",
+            "",
+        ] {
+            assert_eq!(reason_label(Some(hostile)), "other", "{hostile}");
+        }
+        // Route labels are catalogue templates: a path full of ids maps to its template.
+        let e = crate::catalogue::classify(
+            &http::Method::GET,
+            "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5/properties/title",
+        );
+        assert_eq!(e.template, "/v1/pages/{id}/properties/{property_id}");
+        assert_eq!(
+            method_label(&http::Method::from_bytes(b"BREW").unwrap()),
+            "other"
+        );
     }
 }

@@ -53,6 +53,7 @@ pub async fn handle(
     id: &HeaderValue,
 ) -> Response {
     let start = Instant::now();
+    let _in_flight = metrics::InFlight::start();
     let mut log = RequestLog::new(&req, id);
 
     let deadline = start + gw.config.server.request_timeout;
@@ -65,6 +66,9 @@ pub async fn handle(
         Ok(resp) => resp,
         Err(err) => {
             log.error = Some(err.reason());
+            if err.is_rejection() {
+                metrics::rejection(err.reason());
+            }
             err.to_response(id.to_str().unwrap_or(""))
         }
     };
@@ -79,7 +83,9 @@ pub async fn handle(
             .headers_mut()
             .insert(ATTEMPTS.clone(), HeaderValue::from(log.attempts));
     }
-    log.finish(&response, start.elapsed());
+    let took = start.elapsed();
+    log.finish(&response, took);
+    metrics::request(log.route, &log.method, response.status().as_u16(), took);
     telemetry::log_request(&log);
     response
 }
@@ -151,8 +157,10 @@ async fn forward(
             (Err(_), None, Some(answer)) => return answer.into_result(),
             (Err(r), None, None) => return Err(GatewayError::from_refusal(&r)),
         };
+        let waited = ticket.waited.unwrap_or_default();
+        metrics::queue_wait(&ticket.label, waited);
         log.integration = Some(ticket.label.clone());
-        log.queue_wait += ticket.waited.unwrap_or_default();
+        log.queue_wait += waited;
         log.attempts += 1;
 
         let Some(body) = first_body
@@ -170,6 +178,7 @@ async fn forward(
             parts.headers.clone(),
             body,
         );
+        let sent = Instant::now();
         let result = attempt(gw, request, deadline).await;
         // Of the last attempt only: a reset after a 502 logs no upstream status.
         log.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
@@ -182,6 +191,7 @@ async fn forward(
                 Err(GatewayError::UpstreamTimeout(_)) => "timeout",
                 Err(_) => "error",
             },
+            sent.elapsed(),
         );
         let failure = match &result {
             Ok(resp) => match resp.status().as_u16() {
@@ -207,7 +217,9 @@ async fn forward(
             let retry_after = parse_retry_after(resp.headers()).unwrap_or(Duration::from_secs(1));
             let (parts, body) = resp.into_parts();
             let body = read_small(body, cfg.server.body_idle_timeout, deadline).await;
-            let scope = rate_limit_scope(&body);
+            let reason = rate_limit_reason(&body);
+            metrics::notion_pushback(&ticket.label, parts.status.as_u16(), reason.as_deref());
+            let scope = rate_limit_scope(reason.as_deref());
             let paused_until = gw.shaper.push_back(&ticket, scope, kind, retry_after);
             tracing::debug!(
                 integration = &*ticket.label,
@@ -466,17 +478,19 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
         .map(|s| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
 }
 
-/// Which limit a 429 names: `additional_data.rate_limit_reason` mentioning the workspace means
-/// the workspace budget, anything else (or nothing) the token's.
-fn rate_limit_scope(body: &[u8]) -> Scope {
-    let reason = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/additional_data/rate_limit_reason")
-                .and_then(|r| r.as_str().map(str::to_ascii_lowercase))
-        });
+/// Notion's `additional_data.rate_limit_reason`, when the body has one.
+fn rate_limit_reason(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    v.pointer("/additional_data/rate_limit_reason")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// Which limit a 429 names: a reason mentioning the workspace means the workspace budget,
+/// anything else (or nothing) the token's.
+fn rate_limit_scope(reason: Option<&str>) -> Scope {
     match reason {
-        Some(r) if r.contains("workspace") => Scope::Workspace,
+        Some(r) if r.to_ascii_lowercase().contains("workspace") => Scope::Workspace,
         _ => Scope::Token,
     }
 }

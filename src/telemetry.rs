@@ -215,7 +215,7 @@ impl Visit for LogfmtVisitor<'_> {
 /// What the access log records about one proxied request. Holds cheap clones (reference-
 /// counted URI and header values), so building it allocates nothing.
 pub struct RequestLog {
-    method: http::Method,
+    pub method: http::Method,
     uri: http::Uri,
     request_id: HeaderValue,
     /// The shaper's name for the token: integration name or hash prefix.

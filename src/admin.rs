@@ -1,9 +1,11 @@
 //! The gateway's own endpoints: `/healthz` (the process is alive), `/readyz` (ready to
 //! proxy: configured and listening), `/status` (the shaper's keys as JSON) and `/metrics`
-//! (Prometheus text). Later: a `/readyz` that follows the upstream. During a shutdown the listener is closed at once, so probes see
+//! (Prometheus text). `/readyz` follows the upstream: ready while it answered more recently
+//! than it failed, probing it when nothing was learned for a while. During a shutdown the listener is closed at once, so probes see
 //! "connection refused" rather than a 503.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -18,12 +20,29 @@ pub async fn healthz() -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
+/// How long `/readyz` trusts what the last attempts said before it probes the upstream.
+const PROBE_AFTER: Duration = Duration::from_secs(30);
+
+/// Ready while the upstream answered more recently than it failed. When nothing was learned
+/// for [`PROBE_AFTER`] (an idle gateway, or a fresh one), a light probe asks first.
 pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
-    Json(serde_json::json!({
-        "status": "ready",
+    let up = &gw.upstream;
+    if up.health.is_stale(PROBE_AFTER) {
+        up.probe(gw.config.upstream.connect_timeout + Duration::from_secs(5))
+            .await;
+    }
+    let r = up.health.reachability();
+    let body = Json(serde_json::json!({
+        "status": if r.ready { "ready" } else { "upstream_unreachable" },
         "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
-    }))
-    .into_response()
+        "last_answer_s_ago": r.last_answer_ago.map(|d| d.as_secs_f64()),
+        "last_error": r.last_error,
+    }));
+    if r.ready {
+        body.into_response()
+    } else {
+        (http::StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
 }
 
 /// The shaper's state per token and workspace: queue depth, configured and effective rate,

@@ -46,6 +46,8 @@ pub struct Upstream {
     pub host: HeaderValue,
     /// For error messages: `https://api.notion.com`.
     display: Arc<str>,
+    /// What the last attempts said about reachability, for `/readyz`.
+    pub health: Arc<Health>,
 }
 
 impl Upstream {
@@ -105,6 +107,7 @@ impl Upstream {
             authority,
             host,
             display,
+            health: Arc::new(Health::new()),
         })
     }
 
@@ -129,10 +132,41 @@ impl Upstream {
         &self,
         req: Request<UpstreamBody>,
     ) -> Result<Response<Incoming>, GatewayError> {
-        self.client
-            .request(req)
-            .await
-            .map_err(|e| self.classify(&e))
+        let result = self.client.request(req).await;
+        match result {
+            Ok(resp) => {
+                self.health.answered();
+                Ok(resp)
+            }
+            Err(e) => {
+                let err = self.classify(&e);
+                if matches!(
+                    err,
+                    GatewayError::UpstreamConnect { .. }
+                        | GatewayError::UpstreamTls { .. }
+                        | GatewayError::UpstreamBroken(_)
+                ) {
+                    self.health.failed(err.reason());
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// A light request that proves the upstream answers: `GET /v1/users/me` without
+    /// credentials (Notion answers 401 without doing any work). Recorded like any attempt.
+    pub async fn probe(&self, timeout: Duration) {
+        let Ok(uri) = self.uri_for(Some(&http::uri::PathAndQuery::from_static("/v1/users/me")))
+        else {
+            return;
+        };
+        let mut req = Request::new(UpstreamBody::Replayable(None));
+        *req.uri_mut() = uri;
+        req.headers_mut()
+            .insert(http::header::HOST, self.host.clone());
+        if tokio::time::timeout(timeout, self.send(req)).await.is_err() {
+            self.health.failed("probe_timeout");
+        }
     }
 
     /// Maps a client error to what the caller should be told.
@@ -149,6 +183,83 @@ impl Upstream {
             return GatewayError::UpstreamConnect { upstream, detail };
         }
         GatewayError::UpstreamBroken(detail)
+    }
+}
+
+/// Reachability of the upstream as the last attempts saw it: any HTTP answer (even a 401)
+/// proves it reachable; a refused, failed or broken connection does not.
+pub struct Health {
+    epoch: tokio::time::Instant,
+    /// Milliseconds since `epoch` + 1 of the last answer / failure; 0: never.
+    last_answer: std::sync::atomic::AtomicU64,
+    last_failure: std::sync::atomic::AtomicU64,
+    last_error: std::sync::Mutex<&'static str>,
+}
+
+/// What `/readyz` reports.
+pub struct Reachability {
+    pub ready: bool,
+    /// How long ago the upstream last answered, if it ever did.
+    pub last_answer_ago: Option<Duration>,
+    /// Why the last failed attempt failed, when the last outcome was a failure.
+    pub last_error: Option<&'static str>,
+}
+
+impl Health {
+    fn new() -> Self {
+        Self {
+            epoch: tokio::time::Instant::now(),
+            last_answer: Default::default(),
+            last_failure: Default::default(),
+            last_error: std::sync::Mutex::new(""),
+        }
+    }
+
+    fn stamp(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn answered(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        // Skip the store when another answer was recorded this millisecond (hot path).
+        let now = self.stamp();
+        if self.last_answer.load(Relaxed) != now {
+            self.last_answer.store(now, Relaxed);
+        }
+    }
+
+    fn failed(&self, reason: &'static str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = reason;
+        }
+        self.last_failure
+            .store(self.stamp(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether nothing was learned about the upstream for `quiet`.
+    pub fn is_stale(&self, quiet: Duration) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let last = self
+            .last_answer
+            .load(Relaxed)
+            .max(self.last_failure.load(Relaxed));
+        last == 0 || self.stamp().saturating_sub(last) > quiet.as_millis() as u64
+    }
+
+    pub fn reachability(&self) -> Reachability {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (answer, failure) = (
+            self.last_answer.load(Relaxed),
+            self.last_failure.load(Relaxed),
+        );
+        let ready = answer >= failure && answer > 0;
+        Reachability {
+            ready,
+            last_answer_ago: (answer > 0)
+                .then(|| Duration::from_millis(self.stamp().saturating_sub(answer))),
+            last_error: (!ready && failure > 0)
+                .then(|| self.last_error.lock().map(|e| *e).unwrap_or("unknown")),
+        }
     }
 }
 

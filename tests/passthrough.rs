@@ -414,10 +414,47 @@ async fn health_and_readiness() {
         .await;
     assert_eq!(h.status, 200);
     assert_eq!(h.json()["status"], "ok");
+    // Nothing learned yet: /readyz probes the upstream once, then trusts that for a while.
     let r = gw.get("/readyz").await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "ready");
-    assert_eq!(notion.connections(), 0);
+    let probes = notion.received().len();
+    assert_eq!(probes, 1);
+    assert_eq!(
+        notion.received()[0].header("authorization"),
+        None,
+        "no token in a probe"
+    );
+    assert_eq!(gw.get("/readyz").await.status, 200);
+    assert_eq!(notion.received().len(), probes, "no second probe");
+}
+
+#[tokio::test(start_paused = true)]
+async fn readiness_follows_an_upstream_that_goes_away_and_comes_back() {
+    let notion = FakeNotion::start().await;
+    let addr = notion.url().trim_start_matches("http://").to_owned();
+    let mut cfg = config_for(&notion);
+    cfg.upstream.pool_max_idle = 0; // every attempt connects: the port's state is the truth
+    let gw = TestGateway::start(cfg).await;
+    assert_eq!(gw.get("/v1/users/me").await.status, 200);
+    assert_eq!(gw.get("/readyz").await.status, 200);
+
+    drop(notion); // the port now refuses connections
+    gw.get("/v1/users/me")
+        .await
+        .assert_gateway_error(502, "bad_gateway");
+    let r = gw.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["status"], "upstream_unreachable");
+    assert_eq!(r.json()["last_error"], "upstream_connect");
+
+    // Back on the same port: after a quiet spell /readyz probes and sees it.
+    let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
+    let notion = FakeNotion::serve(listener);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let r = gw.get("/readyz").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(notion.received().len(), 1, "the probe");
 }
 
 mod tls {

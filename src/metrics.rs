@@ -185,14 +185,14 @@ pub fn retry_denied(route: &'static str, why: &'static str) {
 }
 
 pub fn queue_wait(integration: &std::sync::Arc<str>, waited: Duration) {
-    metrics::histogram!(QUEUE_WAIT, "integration" => integration.to_string())
+    metrics::histogram!(QUEUE_WAIT, "integration" => integration.clone())
         .record(waited.as_secs_f64());
 }
 
 pub fn notion_pushback(integration: &std::sync::Arc<str>, status: u16, reason: Option<&str>) {
     metrics::counter!(
         NOTION_PUSHBACKS,
-        "integration" => integration.to_string(),
+        "integration" => integration.clone(),
         "status" => status_label(status),
         "reason" => reason_label(reason)
     )

@@ -53,6 +53,17 @@ pub async fn run(
     let drain_timeout = config.server.drain_timeout;
     let gw = Arc::new(Gateway::new(config, stop_rx).map_err(RunError::Upstream)?);
     let app = Arc::new(App::new(gw.clone()));
+    // Histograms keep raw samples until upkeep folds them into buckets: keep memory flat even
+    // when nobody scrapes `/metrics`. Ends with `run`.
+    let _upkeep = gw.metrics.clone().map(|handle| {
+        AbortOnDrop(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        }))
+    });
 
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -132,4 +143,13 @@ pub async fn run(
     while connections.join_next().await.is_some() {}
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Aborts a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -46,6 +46,24 @@ pub const REJECTIONS: &str = "notion_gateway_rejections_total";
 /// Always 1, with the gateway's `version`.
 pub const BUILD_INFO: &str = "notion_gateway_build_info";
 
+/// Every metric the gateway exports.
+pub const ALL: &[&str] = &[
+    REQUESTS,
+    REQUEST_DURATION,
+    IN_FLIGHT,
+    UPSTREAM_ATTEMPTS,
+    UPSTREAM_ATTEMPT_DURATION,
+    RETRIES,
+    RETRIES_DENIED,
+    QUEUE_WAIT,
+    QUEUE_DEPTH,
+    EFFECTIVE_RATE,
+    PAUSED,
+    NOTION_PUSHBACKS,
+    REJECTIONS,
+    BUILD_INFO,
+];
+
 /// Request, queue-wait buckets: milliseconds of a fast path up to a minute of queueing.
 const WAIT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0,

@@ -163,6 +163,8 @@ pub fn render(handle: &PrometheusHandle, snapshot: &Snapshot) -> String {
         metrics::gauge!(EFFECTIVE_RATE, "integration" => key.clone()).set(k.effective_rate);
         metrics::gauge!(PAUSED, "integration" => key).set(k.paused_for_s.unwrap_or(0.0));
     }
+    metrics::gauge!(IN_FLIGHT)
+        .set(IN_FLIGHT_NOW.load(std::sync::atomic::Ordering::Relaxed) as f64);
     handle.run_upkeep();
     handle.render()
 }
@@ -173,19 +175,23 @@ pub fn request(route: &'static str, method: &http::Method, status: u16, took: Du
     metrics::histogram!(REQUEST_DURATION, "route" => route).record(took.as_secs_f64());
 }
 
+/// Requests in flight: a plain atomic on the request path, copied into the gauge when
+/// `/metrics` is read.
+static IN_FLIGHT_NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
 /// Counts a request in flight until the guard drops.
 pub struct InFlight;
 
 impl InFlight {
     pub fn start() -> Self {
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        IN_FLIGHT_NOW.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         InFlight
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        IN_FLIGHT_NOW.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -16,6 +16,9 @@ use crate::shaper::Snapshot;
 
 /// Requests answered, by `route`, `method` and `status`.
 pub const REQUESTS: &str = "notion_gateway_requests_total";
+/// Declared request body sizes, by `result` (`ok`: status below 400, `error`): errors
+/// against request size.
+pub const REQUEST_SIZE: &str = "notion_gateway_request_size_bytes";
 /// Time from the request's head to the response's head, by `route`.
 pub const REQUEST_DURATION: &str = "notion_gateway_request_duration_seconds";
 /// Requests being handled now.
@@ -49,6 +52,7 @@ pub const BUILD_INFO: &str = "notion_gateway_build_info";
 /// Every metric the gateway exports.
 pub const ALL: &[&str] = &[
     REQUESTS,
+    REQUEST_SIZE,
     REQUEST_DURATION,
     IN_FLIGHT,
     UPSTREAM_ATTEMPTS,
@@ -68,6 +72,10 @@ pub const ALL: &[&str] = &[
 const WAIT_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0,
 ];
+/// Request bodies: JSON calls of a few KB up to Notion's 20 MB file parts.
+const SIZE_BUCKETS: &[f64] = &[
+    256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 5242880.0, 20971520.0,
+];
 /// Upstream attempts run up to `upstream.attempt_timeout` (65 s).
 const ATTEMPT_BUCKETS: &[f64] = &[
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 65.0,
@@ -86,6 +94,9 @@ pub fn install() -> Option<PrometheusHandle> {
                         Matcher::Full(UPSTREAM_ATTEMPT_DURATION.into()),
                         ATTEMPT_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(REQUEST_SIZE.into()), SIZE_BUCKETS)
                 })
                 .ok()?
                 .build_recorder();
@@ -163,13 +174,22 @@ pub fn render(handle: &PrometheusHandle, snapshot: &Snapshot) -> String {
         metrics::gauge!(EFFECTIVE_RATE, "integration" => key.clone()).set(k.effective_rate);
         metrics::gauge!(PAUSED, "integration" => key).set(k.paused_for_s.unwrap_or(0.0));
     }
-    metrics::gauge!(IN_FLIGHT)
-        .set(IN_FLIGHT_NOW.load(std::sync::atomic::Ordering::Relaxed) as f64);
+    metrics::gauge!(IN_FLIGHT).set(IN_FLIGHT_NOW.load(std::sync::atomic::Ordering::Relaxed) as f64);
     handle.run_upkeep();
     handle.render()
 }
 
-pub fn request(route: &'static str, method: &http::Method, status: u16, took: Duration) {
+pub fn request(
+    route: &'static str,
+    method: &http::Method,
+    status: u16,
+    took: Duration,
+    body_bytes: Option<u64>,
+) {
+    if let Some(n) = body_bytes {
+        let result = if status < 400 { "ok" } else { "error" };
+        metrics::histogram!(REQUEST_SIZE, "result" => result).record(n as f64);
+    }
     metrics::counter!(REQUESTS, "route" => route, "method" => method_label(method), "status" => status_label(status))
         .increment(1);
     metrics::histogram!(REQUEST_DURATION, "route" => route).record(took.as_secs_f64());

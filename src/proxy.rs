@@ -85,7 +85,13 @@ pub async fn handle(
     }
     let took = start.elapsed();
     log.finish(&response, took);
-    metrics::request(log.route, &log.method, response.status().as_u16(), took);
+    metrics::request(
+        log.route,
+        &log.method,
+        response.status().as_u16(),
+        took,
+        log.request_bytes,
+    );
     telemetry::log_request(&log);
     response
 }

@@ -220,7 +220,7 @@ pub struct RequestLog {
     request_id: HeaderValue,
     /// The shaper's name for the token: integration name or hash prefix.
     pub integration: Option<std::sync::Arc<str>>,
-    request_bytes: Option<u64>,
+    pub request_bytes: Option<u64>,
     /// Time spent queued for the budget, over all attempts.
     pub queue_wait: Duration,
     /// Upstream attempts made (Notion's 429/529 are answered by sending again).

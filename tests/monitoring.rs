@@ -1,14 +1,26 @@
-//! The shipped monitoring configuration (`config/prometheus/`): its expressions name only
-//! metrics the gateway exports, and Prometheus's own checker accepts it.
+//! The shipped monitoring configuration (`config/prometheus/`, `config/grafana/`): its
+//! expressions name only metrics the gateway exports, Prometheus's own checker accepts it, and
+//! a real Prometheus scraping a real gateway answers every expression. In its own binary: the
+//! metrics recorder is process-wide.
+
+mod support;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+use http::Method;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Metric names (`notion_gateway_*`) mentioned in a file, histogram suffixes removed.
 fn metric_names(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap();
+    names_in(&std::fs::read_to_string(path).unwrap())
+}
+
+fn names_in(text: &str) -> Vec<String> {
     let mut names: Vec<String> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("notion_gateway_"))
@@ -53,4 +65,256 @@ fn promtool_accepts_the_prometheus_config_and_alert_rules() {
     );
     assert!(out.status.success(), "{text}");
     assert!(text.contains("alerts.yml"), "rule file checked too: {text}");
+}
+
+/// Every panel of the shipped dashboard: its title and its PromQL expressions.
+fn dashboard_panels() -> Vec<(String, Vec<String>)> {
+    let path = Path::new(ROOT).join("config/grafana/dashboards/notion-gateway.json");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let exprs = p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_owned())
+                .collect();
+            (p["title"].as_str().unwrap().to_owned(), exprs)
+        })
+        .collect()
+}
+
+/// The `expr` of every alert rule.
+fn alert_exprs() -> Vec<(String, String)> {
+    let text =
+        std::fs::read_to_string(Path::new(ROOT).join("config/prometheus/alerts.yml")).unwrap();
+    let mut out = Vec::new();
+    let mut name = String::new();
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        let t = l.trim();
+        if let Some(n) = t.strip_prefix("- alert: ") {
+            name = n.to_owned();
+        } else if let Some(e) = t.strip_prefix("expr:") {
+            let mut expr = e.trim().trim_start_matches('|').trim().to_owned();
+            if expr.is_empty() {
+                // A block scalar: the lines indented deeper than `expr:` itself.
+                let indent = l.len() - l.trim_start().len();
+                while let Some(next) = lines.peek() {
+                    if next.len() - next.trim_start().len() <= indent {
+                        break;
+                    }
+                    expr.push(' ');
+                    expr.push_str(next.trim());
+                    lines.next();
+                }
+            }
+            out.push((name.clone(), expr.trim().to_owned()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_names_only_exported_metrics() {
+    let panels = dashboard_panels();
+    assert!(panels.len() >= 10);
+    for (title, exprs) in panels {
+        for e in exprs {
+            let names = names_in(&e);
+            assert!(!names.is_empty(), "{title}: {e}");
+            for n in names {
+                assert!(
+                    notion_gateway::metrics::ALL.contains(&n.as_str()),
+                    "panel {title:?} uses {n}, which the gateway does not export"
+                );
+            }
+        }
+    }
+    assert_eq!(alert_exprs().len(), 6, "{:?}", alert_exprs());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.0 GET; the body, or `None` if nothing listens.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+async fn query(port: u16, expr: &str) -> serde_json::Value {
+    let body = http_get(
+        port,
+        &format!("/api/v1/query?query={}", percent_encode(expr)),
+    )
+    .await
+    .expect("prometheus answers");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Scrapes of the gateway Prometheus has taken in the last minute.
+async fn scrapes(port: u16) -> Option<u32> {
+    let body = http_get(port, "/api/v1/query?query=count_over_time(up%5B1m%5D)").await?;
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// A read retried after a 502, a create that gets Notion's 502, a 429 waited out, refusals,
+/// bodies.
+async fn traffic(gw: &TestGateway, notion: &FakeNotion) {
+    notion.push(Reply::html_502());
+    let read = gw
+        .get("/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5")
+        .await;
+    assert_eq!(read.status, 200);
+    notion.push(Reply::html_502());
+    let created = gw
+        .post_json("/v1/pages", serde_json::json!({"parent": {}}))
+        .await;
+    assert_eq!(created.status, 502);
+    notion.push(Reply::rate_limited_because(1, "integration_rate_limit"));
+    assert_eq!(gw.get("/v1/users/me").await.status, 200);
+    let anonymous = http::Request::get(gw.url("/v1/users"))
+        .body(empty())
+        .unwrap();
+    assert_eq!(gw.send(anonymous).await.status, 401);
+    let search = gw
+        .post_json("/v1/search", serde_json::json!({"query": "x"}))
+        .await;
+    assert_eq!(search.status, 200);
+    let nowhere = gw.request(Method::GET, "/nowhere").body(empty()).unwrap();
+    assert_eq!(gw.send(nowhere).await.status, 404);
+}
+
+/// A real Prometheus scrapes a real gateway after traffic with retries, Notion 429s and
+/// refusals; every dashboard panel returns data, every alert expression is valid. Prints each
+/// panel's query and value (run with --nocapture to see them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Debian's prometheus package; .ci/run installs it and runs this"]
+async fn a_real_prometheus_answers_every_dashboard_and_alert_expression() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.limits.max_queue = 1;
+    let gw = TestGateway::start(cfg).await;
+    // Traffic before the first scrape and again between scrapes, so rates are not all zero.
+    traffic(&gw, &notion).await;
+
+    let dir = std::env::temp_dir().join(format!("ngw-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  - job_name: notion-gateway\n    static_configs:\n      - targets: [\"{}\"]\n",
+            Path::new(ROOT).join("config/prometheus/alerts.yml").display(),
+            gw.addr
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let _prometheus = KillOnDrop(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus is installed"),
+    );
+    // Wait (bounded) for one scrape, send traffic, wait for two more (rate() needs two samples).
+    for (target, then_traffic) in [(1, true), (3, false)] {
+        let mut reached = false;
+        for _ in 0..120 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if scrapes(port).await.is_some_and(|n| n >= target) {
+                reached = true;
+                break;
+            }
+        }
+        assert!(
+            reached,
+            "prometheus did not scrape the gateway {target} times"
+        );
+        if then_traffic {
+            traffic(&gw, &notion).await;
+        }
+    }
+
+    let mut empty_panels = Vec::new();
+    for (title, exprs) in dashboard_panels() {
+        let mut any = false;
+        for e in &exprs {
+            let v = query(port, e).await;
+            assert_eq!(v["status"], "success", "panel {title:?}: {e}: {v}");
+            let result = v["data"]["result"].as_array().cloned().unwrap_or_default();
+            any |= !result.is_empty();
+            let shown: Vec<String> = result
+                .iter()
+                .map(|r| format!("{} = {}", r["metric"], r["value"][1]))
+                .collect();
+            println!(
+                "panel {title:?}\n  {e}\n  -> {}",
+                if shown.is_empty() {
+                    "(no data)".into()
+                } else {
+                    shown.join("; ")
+                }
+            );
+        }
+        if !any {
+            empty_panels.push(title);
+        }
+    }
+    assert!(
+        empty_panels.is_empty(),
+        "panels without data: {empty_panels:?}"
+    );
+    for (alert, e) in alert_exprs() {
+        let v = query(port, &e).await;
+        assert_eq!(v["status"], "success", "alert {alert}: {e}: {v}");
+        println!("alert {alert}: {e}\n  -> {}", v["data"]["result"]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

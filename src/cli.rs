@@ -22,12 +22,28 @@ pub struct Cli {
     pub global: GlobalArgs,
 }
 
-#[derive(Debug, Subcommand, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Serve the gateway (the default).
     Serve,
     /// Validate the configuration and print the effective values, secrets redacted.
     CheckConfig,
+    /// Find out why Notion calls fail: configuration, DNS, TCP, TLS, proxy, token,
+    /// Notion-Version, clock, and a running gateway. Exits 1 when a step fails.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct DoctorArgs {
+    /// Environment variable holding the integration token to try (never printed).
+    #[arg(long, value_name = "VAR", default_value = "NOTION_TOKEN")]
+    pub token_env: String,
+    /// A running gateway to ask for /readyz and /status [default: http://<server.listen>].
+    #[arg(long, value_name = "URL")]
+    pub gateway: Option<String>,
+    /// One JSON object instead of text lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,7 @@
 //! * [`telemetry`]: logging and the per-request event.
 //! * [`metrics`]: metric names and the calls that record them.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
+//! * [`doctor`]: `notion-gateway doctor`, the checklist for failing Notion calls.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -32,6 +33,7 @@ pub mod body;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod headers;
 pub mod identity;

@@ -9,6 +9,12 @@ use notion_gateway::{config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Doctor(args)) = &cli.command {
+        return doctor(
+            config::load(&cli.global.overrides()).map(|l| l.config),
+            args,
+        );
+    }
     let loaded = match config::load(&cli.global.overrides()) {
         Ok(l) => l,
         Err(e) => {
@@ -16,12 +22,55 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match cli.command.unwrap_or(Command::Serve) {
+    match cli.command.clone().unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             print!("{}", loaded.to_redacted_toml());
             ExitCode::SUCCESS
         }
         Command::Serve => serve(loaded.config),
+        Command::Doctor(_) => ExitCode::from(2), // handled above
+    }
+}
+
+fn doctor(
+    config: Result<notion_gateway::Config, config::ConfigError>,
+    args: &notion_gateway::cli::DoctorArgs,
+) -> ExitCode {
+    let token = std::env::var(&args.token_env)
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    let gateway = args.gateway.clone().or_else(|| {
+        config
+            .as_ref()
+            .ok()
+            .map(|c| format!("http://{}", c.server.listen))
+    });
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("notion-gateway: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = runtime.block_on(notion_gateway::doctor::run(
+        config,
+        notion_gateway::doctor::Options { token, gateway },
+    ));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -745,7 +745,7 @@ impl Loaded {
     }
 }
 
-fn redact_userinfo(url: &str) -> String {
+pub fn redact_userinfo(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) if rest.contains('@') => {
             let host = rest.rsplit('@').next().unwrap_or("");

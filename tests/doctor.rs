@@ -1,0 +1,141 @@
+//! `notion-gateway doctor` (PRODUCT.md P6) against the fake Notion: it passes when everything
+//! works, and names the step that fails for a closed port, an untrusted certificate and a
+//! refused token.
+
+mod support;
+
+use notion_gateway::doctor::{self, Options, Outcome};
+use support::*;
+
+const TOKEN: &str = "ntn_DOCTORSECRET_token";
+
+#[tokio::test]
+async fn everything_passes_against_a_working_upstream_and_gateway() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::Echo); // the credential-less request
+    notion.push(Reply::json(
+        200,
+        serde_json::json!({"object": "user", "name": "Sync bot", "bot": {"workspace_name": "Acme"}}),
+    ));
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let report = doctor::run(
+        Ok(config_for(&notion)),
+        Options {
+            token: Some(TOKEN.into()),
+            gateway: Some(format!("http://{}", gw.addr)),
+        },
+    )
+    .await;
+    let text = report.to_text();
+    assert!(!report.failed(), "{text}");
+    for step in [
+        "config",
+        "proxy",
+        "dns",
+        "connect",
+        "clock",
+        "token",
+        "notion-version",
+        "gateway",
+    ] {
+        assert_eq!(
+            report.outcome_of(step),
+            Some(Outcome::Pass),
+            "{step}: {text}"
+        );
+    }
+    assert!(text.contains("Acme") && text.contains("Sync bot"), "{text}");
+    assert!(
+        !text.contains("DOCTORSECRET"),
+        "the token is never printed: {text}"
+    );
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("DOCTORSECRET"));
+    // The token went to the upstream, and only there.
+    let sent = notion.received();
+    assert_eq!(
+        sent[1].header("authorization"),
+        Some(&*format!("Bearer {TOKEN}"))
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_fails_at_connect() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let mut cfg = notion_gateway::Config::default();
+    cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
+    let report = doctor::run(
+        Ok(cfg),
+        Options {
+            token: None,
+            gateway: None,
+        },
+    )
+    .await;
+    assert!(report.failed());
+    assert_eq!(
+        report.outcome_of("connect"),
+        Some(Outcome::Fail),
+        "{}",
+        report.to_text()
+    );
+    assert!(report.to_text().contains("fix:"));
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_fails_at_tls() {
+    let (addr, _ca_pem, _task) = tls_notion().await;
+    let mut cfg = notion_gateway::Config::default();
+    cfg.upstream.base = format!("https://localhost:{}/", addr.port())
+        .parse()
+        .unwrap();
+    let report = doctor::run(
+        Ok(cfg),
+        Options {
+            token: None,
+            gateway: None,
+        },
+    )
+    .await;
+    let text = report.to_text();
+    assert_eq!(report.outcome_of("connect"), Some(Outcome::Pass), "{text}");
+    assert_eq!(report.outcome_of("tls"), Some(Outcome::Fail), "{text}");
+    assert!(text.contains("ca_bundle"), "{text}");
+}
+
+#[tokio::test]
+async fn a_refused_token_fails_at_token() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::Echo);
+    notion.push(Reply::notion_error(401, "unauthorized"));
+    let report = doctor::run(
+        Ok(config_for(&notion)),
+        Options {
+            token: Some(TOKEN.into()),
+            gateway: None,
+        },
+    )
+    .await;
+    let text = report.to_text();
+    assert!(report.failed());
+    assert_eq!(report.outcome_of("token"), Some(Outcome::Fail), "{text}");
+    assert!(text.contains("revoked"), "{text}");
+    assert!(!text.contains("DOCTORSECRET"));
+}
+
+#[tokio::test]
+async fn an_invalid_configuration_fails_first() {
+    let err = notion_gateway::config::ConfigError::Surface("unknown field `litmits`".into());
+    let report = doctor::run(
+        Err(err),
+        Options {
+            token: None,
+            gateway: None,
+        },
+    )
+    .await;
+    assert_eq!(report.outcome_of("config"), Some(Outcome::Fail));
+    assert_eq!(report.checks.len(), 1);
+}

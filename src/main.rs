@@ -45,15 +45,8 @@ fn doctor(
             .ok()
             .map(|c| format!("http://{}", c.server.listen))
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("notion-gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let report = runtime.block_on(notion_gateway::doctor::run(
         config,
@@ -76,15 +69,8 @@ fn doctor(
 
 fn serve(config: notion_gateway::Config) -> ExitCode {
     let _log_guard = telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("notion-gateway: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
@@ -105,6 +91,15 @@ fn serve(config: notion_gateway::Config) -> ExitCode {
             }
         }
     })
+}
+
+/// The async runtime, or `None` after saying why it could not start.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("notion-gateway: cannot start the async runtime: {e}"))
+        .ok()
 }
 
 /// Resolves on SIGTERM (docker stop, systemd) or SIGINT (Ctrl-C).

@@ -25,11 +25,13 @@ use crate::error::GatewayError;
 use crate::headers::NOTION_REQUEST_ID;
 
 /// Flushes buffered log lines when dropped (at the end of `main`).
-pub struct LogGuard(BatchWriter);
+pub struct LogGuard(Vec<BatchWriter>);
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
-        self.0.flush();
+        for w in &self.0 {
+            w.flush();
+        }
     }
 }
 
@@ -40,29 +42,67 @@ impl Drop for LogGuard {
 /// off; handing each line to a writer thread (tracing-appender) was not much better, because
 /// the thread was woken for nearly every line.
 pub fn init(cfg: &LogConfig) -> LogGuard {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = BatchWriter::stdout();
+    let writer = BatchWriter::new(Sink::Stdout);
     writer.spawn_flusher(FLUSH_EVERY);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer.clone());
-    let result = match cfg.format {
-        LogFormat::Json => builder
+    let stdout = match cfg.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(false)
-            .try_init(),
-        LogFormat::Pretty => builder
+            .with_span_list(false)
+            .with_writer(writer.clone())
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
             .fmt_fields(Logfmt)
-            .try_init(),
+            .with_writer(writer.clone())
+            .boxed(),
     };
+    let mut guard = LogGuard(vec![writer]);
+    let file = cfg.file.as_ref().and_then(|path| {
+        match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => {
+                let w = BatchWriter::new(Sink::File(Arc::new(Mutex::new(f))));
+                w.spawn_flusher(FLUSH_EVERY);
+                guard.0.push(w.clone());
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_span_list(false)
+                        .with_writer(w)
+                        .with_filter(tracing_subscriber::filter::filter_fn(|m| {
+                            m.target() == ACCESS_TARGET
+                        })),
+                )
+            }
+            Err(e) => {
+                eprintln!(
+                    "notion-gateway: cannot open log.file {}: {e}; request events go to stdout only",
+                    path.display()
+                );
+                None
+            }
+        }
+    });
     // Already installed (tests, embedding): keep the existing subscriber.
-    let _ = result;
-    LogGuard(writer)
+    let _ = tracing_subscriber::registry()
+        .with(stdout.with_filter(filter))
+        .with(file)
+        .try_init();
+    guard
 }
+
+/// The target of the per-request events.
+pub const ACCESS_TARGET: &str = "notion_gateway::access";
 
 /// How long a log line may wait in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
@@ -75,12 +115,21 @@ const BATCH_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct BatchWriter {
     buf: Arc<Mutex<Vec<u8>>>,
+    sink: Sink,
+}
+
+/// Where a [`BatchWriter`] writes its batches.
+#[derive(Clone)]
+enum Sink {
+    Stdout,
+    File(Arc<Mutex<std::fs::File>>),
 }
 
 impl BatchWriter {
-    fn stdout() -> Self {
+    fn new(sink: Sink) -> Self {
         Self {
             buf: Arc::new(Mutex::new(Vec::with_capacity(BATCH_BYTES))),
+            sink,
         }
     }
 
@@ -103,10 +152,19 @@ impl BatchWriter {
 
     fn flush(&self) {
         let out = self.take();
-        if !out.is_empty() {
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(&out);
-            let _ = stdout.flush();
+        if out.is_empty() {
+            return;
+        }
+        match &self.sink {
+            Sink::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(&out);
+                let _ = stdout.flush();
+            }
+            Sink::File(f) => {
+                let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+                let _ = f.write_all(&out);
+            }
         }
     }
 }
@@ -275,7 +333,7 @@ fn text(v: Option<&HeaderValue>) -> &str {
 
 pub fn log_request(l: &RequestLog) {
     tracing::info!(
-        target: "notion_gateway::access",
+        target: ACCESS_TARGET,
         method = %l.method,
         route = l.route,
         path = l.uri.path(),
@@ -312,7 +370,7 @@ impl std::fmt::Display for Joined<'_> {
 /// A request the guard refused before anything else ran.
 pub fn log_rejection<B>(req: &Request<B>, err: &GatewayError, request_id: &HeaderValue) {
     tracing::info!(
-        target: "notion_gateway::access",
+        target: ACCESS_TARGET,
         method = %req.method(),
         path = req.uri().path(),
         status = err.status().as_u16(),

@@ -146,6 +146,8 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `notion_gateway=debug`.
     pub level: String,
+    /// Request events are also appended here as JSON lines.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,6 +413,7 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
     let log = LogConfig {
         format,
         level: raw.log.level.clone(),
+        file: (!raw.log.file.trim().is_empty()).then(|| PathBuf::from(raw.log.file.trim())),
     };
     let limits = validate_limits(raw, &bad, env)?;
     if limits.max_wait >= server.request_timeout {

@@ -104,6 +104,8 @@ impl Default for RawUpstream {
 pub struct RawLog {
     pub format: String,
     pub level: String,
+    /// Also append the request events, as JSON lines, to this file ("" = off).
+    pub file: String,
 }
 
 impl Default for RawLog {
@@ -111,6 +113,7 @@ impl Default for RawLog {
         Self {
             format: "pretty".into(),
             level: "info".into(),
+            file: String::new(),
         }
     }
 }

@@ -46,9 +46,18 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
 }
 
 /// The shaper's state per token and workspace: queue depth, configured and effective rate,
-/// pause. Keys are integration names or token hash prefixes, never tokens.
-pub async fn status(State(gw): State<Arc<Gateway>>) -> Response {
+/// pause, Notion's 429/529 and what Notion answered recently. Keys are integration names or
+/// token hash prefixes, never tokens. JSON, or a small HTML page for a browser
+/// (`Accept: text/html`).
+pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) -> Response {
     let shaper = gw.shaper.snapshot();
+    let wants_html = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return axum::response::Html(status_html(&gw, &shaper)).into_response();
+    }
     Json(serde_json::json!({
         "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
         "limits": {
@@ -62,6 +71,67 @@ pub async fn status(State(gw): State<Arc<Gateway>>) -> Response {
         "workspaces": shaper.workspaces,
     }))
     .into_response()
+}
+
+/// The same as the JSON, as one self-contained page (no scripts, no external resources).
+fn status_html(gw: &Gateway, s: &crate::shaper::Snapshot) -> String {
+    fn esc(t: &str) -> String {
+        t.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    fn opt(v: Option<f64>) -> String {
+        v.map_or("–".into(), |x| format!("{x:.1}"))
+    }
+    let mut rows = String::new();
+    for k in &s.tokens {
+        let u = k.upstream.as_ref();
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} ok, {} 4xx, {} 5xx, {} transport</td></tr>\n",
+            esc(&k.key),
+            esc(k.workspace.as_deref().unwrap_or("")),
+            k.queued,
+            k.effective_rate,
+            k.rate,
+            opt(k.paused_for_s),
+            k.notion_429,
+            k.notion_529,
+            esc(&u.and_then(|u| u.last).map_or("–".into(), |l| {
+                format!("{l} {}s ago", opt(u.and_then(|u| u.last_s_ago)))
+            })),
+            u.map_or(0, |u| u.ok),
+            u.map_or(0, |u| u.client_errors),
+            u.map_or(0, |u| u.server_errors),
+            u.map_or(0, |u| u.transport_errors),
+        ));
+    }
+    for w in &s.workspaces {
+        rows.push_str(&format!(
+            "<tr><td><i>workspace</i> {}</td><td></td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} / {}</td><td></td><td></td></tr>\n",
+            esc(&w.key),
+            w.queued,
+            w.effective_rate,
+            w.rate,
+            opt(w.paused_for_s),
+            w.notion_429,
+            w.notion_529,
+        ));
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>notion-gateway status</title>\
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>\
+<h1>notion-gateway</h1><p>upstream {}; default budget {}/s, burst {}; max wait {} s</p>\
+<table><tr><th>integration</th><th>workspace</th><th>queued</th><th>rate now / configured</th>\
+<th>paused (s)</th><th>Notion 429 / 529</th><th>last upstream answer</th><th>upstream answers</th></tr>\n{}</table>\
+<p>JSON: <code>curl /status</code>. Keys are integration names or token hash prefixes.</p></body></html>\n",
+        esc(gw.config.upstream.base.to_string().trim_end_matches('/')),
+        gw.config.limits.rate,
+        gw.config.limits.burst,
+        gw.config.limits.max_wait.as_secs_f64(),
+        rows
+    )
 }
 
 /// Prometheus text format, version 0.0.4.

@@ -188,17 +188,15 @@ async fn forward(
         let result = attempt(gw, request, deadline).await;
         // Of the last attempt only: a reset after a 502 logs no upstream status.
         log.upstream_status = result.as_ref().ok().map(|r| r.status().as_u16());
-        metrics::upstream_attempt(
-            endpoint.template,
-            match &result {
-                Ok(resp) => metrics::status_outcome(resp.status().as_u16()),
-                Err(GatewayError::UpstreamConnect { .. }) => "connect",
-                Err(GatewayError::UpstreamBroken(_)) => "reset",
-                Err(GatewayError::UpstreamTimeout(_)) => "timeout",
-                Err(_) => "error",
-            },
-            sent.elapsed(),
-        );
+        let outcome = match &result {
+            Ok(resp) => metrics::status_outcome(resp.status().as_u16()),
+            Err(GatewayError::UpstreamConnect { .. }) => "connect",
+            Err(GatewayError::UpstreamBroken(_)) => "reset",
+            Err(GatewayError::UpstreamTimeout(_)) => "timeout",
+            Err(_) => "error",
+        };
+        metrics::upstream_attempt(endpoint.template, outcome, sent.elapsed());
+        ticket.outcomes.record(outcome);
         let failure = match &result {
             Ok(resp) => match resp.status().as_u16() {
                 429 | 529 => None,

@@ -550,3 +550,40 @@ async fn status_shows_queues_by_name_or_hash_and_never_the_token() {
         assert_eq!(c.await.unwrap().status, 200);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn status_shows_what_notion_answered_each_token_as_json_and_html() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::html_502());
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let token = "ntn_secret_outcomes_token";
+    assert_eq!(
+        gw.send(get_as(&gw, "/v1/users/me", token)).await.status,
+        200
+    );
+    let v = gw.get("/status").await.json();
+    let up = &v["tokens"][0]["upstream"];
+    assert_eq!(up["ok"], 1, "{v}");
+    assert_eq!(up["server_errors"], 1, "{v}");
+    assert_eq!(up["transport_errors"], 0, "{v}");
+    assert_eq!(up["last"], "2xx", "{v}");
+
+    let html = gw
+        .send(
+            gw.request(Method::GET, "/status")
+                .header("accept", "text/html")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(html.status, 200);
+    assert!(html
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    let page = String::from_utf8_lossy(&html.body);
+    let key = v["tokens"][0]["key"].as_str().unwrap();
+    assert!(page.contains("<table>") && page.contains(key), "{page}");
+    assert!(page.contains("1 ok, 0 4xx, 1 5xx"), "{page}");
+    assert!(!page.contains("secret"), "{page}");
+}

@@ -41,6 +41,7 @@ pub mod queue;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -81,6 +82,77 @@ pub struct Ticket {
     pub admitted_at: Instant,
     /// Time spent in the queue; `None` when admitted without queueing.
     pub waited: Option<Duration>,
+    /// Where the attempt's outcome is recorded for `/status`.
+    pub outcomes: Arc<Outcomes>,
+}
+
+/// What Notion answered a token's recent attempts, for `/status`: counters and the last
+/// outcome, updated without the shaper's lock.
+#[derive(Debug, Default)]
+pub struct Outcomes {
+    ok: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+    transport_errors: AtomicU64,
+    /// Index into [`OUTCOMES`] + 1 of the last attempt; 0: none yet.
+    last: std::sync::atomic::AtomicU8,
+    /// When, in milliseconds since [`Outcomes::epoch`] + 1.
+    last_at: AtomicU64,
+}
+
+/// The outcome labels of an upstream attempt (the metrics' `outcome` label).
+pub const OUTCOMES: [&str; 9] = [
+    "2xx", "4xx", "429", "529", "5xx", "connect", "reset", "timeout", "error",
+];
+
+impl Outcomes {
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Records one attempt's outcome (one of [`OUTCOMES`]).
+    pub fn record(&self, outcome: &'static str) {
+        let counter = match outcome {
+            "2xx" => &self.ok,
+            "4xx" | "429" => &self.client_errors,
+            "529" | "5xx" => &self.server_errors,
+            _ => &self.transport_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(8);
+        self.last.store(i as u8 + 1, Ordering::Relaxed);
+        let at = Instant::now()
+            .saturating_duration_since(Self::epoch())
+            .as_millis() as u64
+            + 1;
+        self.last_at.store(at, Ordering::Relaxed);
+    }
+
+    fn status(&self, now: Instant) -> UpstreamStatus {
+        let last = self.last.load(Ordering::Relaxed);
+        let at = self.last_at.load(Ordering::Relaxed);
+        let since = now.saturating_duration_since(Self::epoch()).as_millis() as u64 + 1;
+        UpstreamStatus {
+            ok: self.ok.load(Ordering::Relaxed),
+            client_errors: self.client_errors.load(Ordering::Relaxed),
+            server_errors: self.server_errors.load(Ordering::Relaxed),
+            transport_errors: self.transport_errors.load(Ordering::Relaxed),
+            last: (last > 0).then(|| OUTCOMES[usize::from(last - 1).min(8)]),
+            last_s_ago: (at > 0).then(|| since.saturating_sub(at) as f64 / 1000.0),
+        }
+    }
+}
+
+/// [`Outcomes`] as `/status` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamStatus {
+    pub ok: u64,
+    pub client_errors: u64,
+    pub server_errors: u64,
+    pub transport_errors: u64,
+    pub last: Option<&'static str>,
+    pub last_s_ago: Option<f64>,
 }
 
 /// Why a request was not admitted. `retry_after` is the predicted wait.
@@ -135,6 +207,7 @@ enum GroupId {
 
 struct Lane {
     label: Arc<str>,
+    outcomes: Arc<Outcomes>,
     group: GroupId,
     budget: Budget,
     queue: FairQueue<u64, Waiter>,
@@ -196,7 +269,7 @@ impl Shaper {
         first_in_line: bool,
     ) -> Result<Ticket, Refusal> {
         let lane_key = self.inner.hasher.hash_one(credential);
-        let (rx, waiter_id, label) = {
+        let (rx, waiter_id, (label, outcomes)) = {
             let now = Instant::now();
             let mut st = self.inner.lock();
             let st = &mut *st;
@@ -239,6 +312,7 @@ impl Shaper {
                     label: lane.label.clone(),
                     admitted_at: now,
                     waited: None,
+                    outcomes: lane.outcomes.clone(),
                 });
             }
 
@@ -297,7 +371,7 @@ impl Shaper {
                     tokio::spawn(dispatch(inner, gid, notify));
                 }
             }
-            (rx, id, lane.label.clone())
+            (rx, id, (lane.label.clone(), lane.outcomes.clone()))
         };
 
         let mut guard = WaitGuard {
@@ -325,6 +399,7 @@ impl Shaper {
                     label,
                     admitted_at,
                     waited: Some(admitted_at.saturating_duration_since(waited_since)),
+                    outcomes,
                 })
             }
             None => {
@@ -385,6 +460,7 @@ impl Shaper {
                     GroupId::Solo(_) => None,
                 },
                 queued: l.queue.len(),
+                upstream: Some(l.outcomes.status(now)),
                 ..KeyStatus::of(&l.budget, now)
             })
             .collect();
@@ -433,6 +509,9 @@ pub struct KeyStatus {
     pub paused_for_s: Option<f64>,
     pub notion_429: u64,
     pub notion_529: u64,
+    /// What Notion answered this token's attempts (tokens only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamStatus>,
 }
 
 impl KeyStatus {
@@ -449,6 +528,7 @@ impl KeyStatus {
                 .map(|p| ((p - now).as_secs_f64() * 1000.0).round() / 1000.0),
             notion_429: b.rate_limited,
             notion_529: b.overloaded,
+            upstream: None,
         }
     }
 }
@@ -503,6 +583,7 @@ impl Inner {
         });
         Lane {
             label,
+            outcomes: Arc::default(),
             group,
             budget: Budget::new(rate, burst, limits.adaptive, now),
             queue: FairQueue::new(),

@@ -86,13 +86,12 @@ pub struct App {
 
 impl App {
     pub fn new(gw: Arc<Gateway>) -> Self {
-        let admin = Router::new()
-            .route("/healthz", get(admin::healthz))
-            .route("/readyz", get(admin::readyz))
-            .route("/status", get(admin::status))
-            .route("/metrics", get(admin::metrics))
-            .fallback(admin::not_found)
-            .with_state(gw.clone());
+        // With a separate admin listener, the main port keeps only the probes.
+        let admin = if gw.config.server.admin_listen.is_some() {
+            probes_router(&gw)
+        } else {
+            admin_router(&gw)
+        };
         Self {
             gw,
             admin,
@@ -128,6 +127,27 @@ impl App {
         resp.headers_mut().insert(REQUEST_ID.clone(), id);
         resp
     }
+}
+
+/// `/healthz` and `/readyz`; everything else is a Notion-shaped 404.
+fn probes_router(gw: &Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .fallback(admin::not_found)
+        .with_state(gw.clone())
+}
+
+/// The probes plus `/status` and `/metrics`: the main listener's admin routes, or the whole
+/// of `server.admin_listen`.
+pub fn admin_router(gw: &Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/healthz", get(admin::healthz))
+        .route("/readyz", get(admin::readyz))
+        .route("/status", get(admin::status))
+        .route("/metrics", get(admin::metrics))
+        .fallback(admin::not_found)
+        .with_state(gw.clone())
 }
 
 /// Makes request ids that look like random UUIDs: a random per-process half and a counter half

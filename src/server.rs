@@ -41,18 +41,52 @@ const HARD_STOP_GRACE: Duration = Duration::from_secs(2);
 pub enum RunError {
     #[error("cannot set up the upstream client: {0}")]
     Upstream(crate::body::BoxError),
+    #[error("cannot listen on {0} (server.admin_listen): {1}")]
+    AdminListen(std::net::SocketAddr, std::io::Error),
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then drains.
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains. With
+/// `server.admin_listen` set, binds it and serves `/metrics` and `/status` there.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let admin = match config.server.admin_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| RunError::AdminListen(addr, e))?,
+        ),
+        None => None,
+    };
+    run_with_admin(config, listener, admin, shutdown).await
+}
+
+/// [`run`] with the admin listener already bound (tests bind port 0 and read it back).
+pub async fn run_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_timeout = config.server.drain_timeout;
     let gw = Arc::new(Gateway::new(config, stop_rx).map_err(RunError::Upstream)?);
     let app = Arc::new(App::new(gw.clone()));
+    // The operator's endpoints on their own port: a plain axum server, stopped with `run`.
+    let _admin = admin.map(|l| {
+        tracing::info!(
+            admin_listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "admin endpoints (/metrics, /status) listening"
+        );
+        let router = crate::app::admin_router(&gw);
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::warn!(error = %e, "admin listener failed");
+            }
+        }))
+    });
     // Histograms keep raw samples until upkeep folds them into buckets: keep memory flat even
     // when nobody scrapes `/metrics`. Ends with `run`.
     let _upkeep = gw.metrics.clone().map(|handle| {

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use http::Method;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -157,18 +156,9 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-/// A plain HTTP/1.0 GET; the body, or `None` if nothing listens.
+/// The body of a plain GET, or `None` if nothing listens.
 async fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+    raw_get(port, path).await.map(|(_, body)| body)
 }
 
 async fn query(port: u16, expr: &str) -> serde_json::Value {

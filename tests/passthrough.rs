@@ -429,6 +429,38 @@ async fn health_and_readiness() {
     assert_eq!(notion.received().len(), probes, "no second probe");
 }
 
+#[tokio::test]
+async fn a_separate_admin_listener_takes_metrics_and_status_off_the_main_port() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.server.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (main_port, admin_port) = (
+        main.local_addr().unwrap().port(),
+        admin.local_addr().unwrap().port(),
+    );
+    let server = tokio::spawn(notion_gateway::server::run_with_admin(
+        cfg,
+        main,
+        Some(admin),
+        std::future::pending(),
+    ));
+    assert_eq!(raw_get(main_port, "/status").await.unwrap().0, 404);
+    assert_eq!(raw_get(main_port, "/metrics").await.unwrap().0, 404);
+    assert_eq!(raw_get(main_port, "/healthz").await.unwrap().0, 200);
+    let (status, body) = raw_get(admin_port, "/status").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"tokens\""), "{body}");
+    let (status, body) = raw_get(admin_port, "/metrics").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("notion_gateway_build_info"), "{body}");
+    // The admin port proxies nothing.
+    assert_eq!(raw_get(admin_port, "/v1/users/me").await.unwrap().0, 404);
+    assert!(notion.received().is_empty());
+    server.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn readiness_follows_an_upstream_that_goes_away_and_comes_back() {
     let notion = FakeNotion::start().await;

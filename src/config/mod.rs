@@ -114,6 +114,8 @@ pub struct ServerConfig {
     /// Client connections served at once; beyond it the accept loop waits, so new clients
     /// queue in the kernel's listen backlog instead of exhausting file descriptors.
     pub max_connections: usize,
+    /// When set, `/metrics` and `/status` are served only here, not on `listen`.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// The Notion side.
@@ -367,6 +369,15 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         worker_threads: match s.worker_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
+        },
+        admin_listen: match s.admin_listen.trim() {
+            "" => None,
+            a => Some(a.parse().map_err(|e| {
+                bad(
+                    "server.admin_listen",
+                    format!("{e}; expected an address such as 127.0.0.1:9787"),
+                )
+            })?),
         },
     };
 

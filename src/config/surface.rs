@@ -43,6 +43,8 @@ pub struct RawServer {
     pub max_header_bytes: ByteSize,
     pub worker_threads: usize,
     pub max_connections: usize,
+    /// Serve `/metrics` and `/status` only on this address ("" = on `listen`).
+    pub admin_listen: String,
 }
 
 impl Default for RawServer {
@@ -57,6 +59,7 @@ impl Default for RawServer {
             max_header_bytes: ByteSize::kib(64),
             worker_threads: 1,
             max_connections: 512,
+            admin_listen: String::new(),
         }
     }
 }

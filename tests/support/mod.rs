@@ -315,3 +315,17 @@ pub async fn tls_notion() -> (std::net::SocketAddr, String, tokio::task::JoinHan
     });
     (addr, ca.pem(), task)
 }
+
+/// A plain HTTP/1.0 GET to `127.0.0.1:port`: status and body, or `None` if nothing listens.
+pub async fn raw_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}

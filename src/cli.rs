@@ -31,6 +31,9 @@ pub enum Command {
     /// Find out why Notion calls fail: configuration, DNS, TCP, TLS, proxy, token,
     /// Notion-Version, clock, and a running gateway. Exits 1 when a step fails.
     Doctor(DoctorArgs),
+    /// Exit 0 if the gateway on server.listen answers /healthz (for container health checks;
+    /// needs no curl or shell).
+    Healthcheck,
 }
 
 #[derive(Debug, Args, Clone, PartialEq, Eq)]

@@ -382,29 +382,58 @@ async fn get_me(
     Ok((parts.status, parts.headers, body))
 }
 
-/// Asks a running gateway for `/readyz` and `/status` with a plain HTTP/1.0 request.
+/// A plain HTTP/1.0 GET to `authority` (`host:port`): the status code and body.
+async fn raw_get(authority: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(authority).await?;
+    c.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    c.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_owned()))
+}
+
+/// `notion-gateway healthcheck`: whether the gateway listening on `listen` answers `/healthz`
+/// within two seconds. An unspecified address (`0.0.0.0`, the container's) is asked on
+/// loopback.
+pub async fn healthcheck(listen: std::net::SocketAddr) -> Result<(), String> {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    match tokio::time::timeout(
+        Duration::from_secs(2),
+        raw_get(&addr.to_string(), "/healthz"),
+    )
+    .await
+    {
+        Ok(Ok((200, _))) => Ok(()),
+        Ok(Ok((status, body))) => Err(format!("{addr} answered /healthz with {status}: {body}")),
+        Ok(Err(e)) => Err(format!("{addr}: {e}")),
+        Err(_) => Err(format!("{addr} did not answer /healthz within 2 s")),
+    }
+}
+
+/// Asks a running gateway for `/readyz` and `/status`.
 async fn check_gateway(s: &mut Steps, url: &str) {
     let authority = url
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let fetch = |path: &'static str| {
-        let authority = authority.clone();
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut c = tokio::net::TcpStream::connect(authority.as_str()).await?;
-            c.write_all(format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").as_bytes())
-                .await?;
-            let mut buf = Vec::new();
-            c.read_to_end(&mut buf).await?;
-            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).into_owned())
-        }
-    };
-    match tokio::time::timeout(STEP_TIMEOUT, fetch("/readyz")).await {
-        Ok(Ok(text)) => {
-            let ready = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
-            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-            if ready {
+    match tokio::time::timeout(STEP_TIMEOUT, raw_get(&authority, "/readyz")).await {
+        Ok(Ok((status, body))) => {
+            if status == 200 {
                 s.pass("gateway", format!("{url} is ready: {body}"));
             } else {
                 s.fail(
@@ -413,9 +442,10 @@ async fn check_gateway(s: &mut Steps, url: &str) {
                     "the gateway cannot reach Notion: run this doctor on the gateway's host",
                 );
             }
-            if let Ok(Ok(status)) = tokio::time::timeout(STEP_TIMEOUT, fetch("/status")).await {
-                let body = status.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-                let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+            if let Ok(Ok((200, body))) =
+                tokio::time::timeout(STEP_TIMEOUT, raw_get(&authority, "/status")).await
+            {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 let tokens = v["tokens"].as_array().map_or(0, Vec::len);
                 let paused = v["tokens"].as_array().map_or(0, |t| {
                     t.iter().filter(|k| !k["paused_for_s"].is_null()).count()

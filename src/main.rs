@@ -29,6 +29,20 @@ fn main() -> ExitCode {
         }
         Command::Serve => serve(loaded.config),
         Command::Doctor(_) => ExitCode::from(2), // handled above
+        Command::Healthcheck => healthcheck(loaded.config.server.listen),
+    }
+}
+
+fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(notion_gateway::doctor::healthcheck(listen)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("notion-gateway healthcheck: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,180 @@
+//! Criterion benches of what every request pays for on the gateway's hot path:
+//! the endpoint catalogue lookup, the shaper's admission and release, the budget (GCRA)
+//! decision, and the header rewrites in both directions.
+//!
+//! `cargo bench --bench hot_path` (figures and how they compare: README "Performance").
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use futures_util::FutureExt;
+use http::{HeaderMap, HeaderValue, Method};
+use notion_gateway::catalogue;
+use notion_gateway::config::{self, Overrides};
+use notion_gateway::headers;
+use notion_gateway::limiter::Gcra;
+use notion_gateway::shaper::Shaper;
+
+const PAGE: &str = "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5";
+const QUERY: &str =
+    "/v1/data_sources/59833787a2cf94fdf8782e53db20768a5/query?filter_properties=title";
+const CHILDREN: &str = "/v1/blocks/59833787-2cf9-4fdf-8782-e53db20768a5/children";
+
+fn catalogue_lookup(c: &mut Criterion) {
+    let mut g = c.benchmark_group("catalogue");
+    g.bench_function("GET page", |b| {
+        b.iter(|| catalogue::classify(black_box(&Method::GET), black_box(PAGE)))
+    });
+    g.bench_function("POST data source query", |b| {
+        b.iter(|| catalogue::classify(black_box(&Method::POST), black_box(QUERY)))
+    });
+    g.bench_function("PATCH block children", |b| {
+        b.iter(|| catalogue::classify(black_box(&Method::PATCH), black_box(CHILDREN)))
+    });
+    g.bench_function("unknown path", |b| {
+        b.iter(|| catalogue::classify(black_box(&Method::GET), black_box("/v1/not/a/route")))
+    });
+    g.finish();
+}
+
+fn shaper_admit_release(c: &mut Criterion) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => panic!("tokio runtime: {e}"),
+    };
+    let _in_runtime = rt.enter();
+    let mut limits = match config::load(&Overrides::default()) {
+        Ok(loaded) => loaded.config.limits,
+        Err(e) => panic!("embedded defaults: {e}"),
+    };
+    // A budget that always has room: this measures the bookkeeping, not the waiting.
+    limits.rate = 1e9;
+    limits.burst = 1_000_000;
+    let shaper = Shaper::new(limits);
+    let caller = shaper.caller(Some(b"sync-job"), [127, 0, 0, 1].into());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+
+    let mut g = c.benchmark_group("shaper");
+    g.bench_function("admit and release, idle token", |b| {
+        b.iter(|| {
+            // The fast path admits inline: the future is ready at its first poll.
+            let ticket = shaper
+                .acquire(
+                    black_box(b"secret_benchmark_token"),
+                    caller,
+                    deadline,
+                    false,
+                )
+                .now_or_never();
+            match ticket {
+                Some(Ok(t)) => drop(black_box(t)),
+                _ => panic!("an idle budget with room must admit at once"),
+            }
+        })
+    });
+    g.bench_function("admit and release, 100 known tokens", |b| {
+        let tokens: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("secret_token_{i:03}").into_bytes())
+            .collect();
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % tokens.len();
+            let ticket = shaper
+                .acquire(black_box(&tokens[i]), caller, deadline, false)
+                .now_or_never();
+            match ticket {
+                Some(Ok(t)) => drop(black_box(t)),
+                _ => panic!("an idle budget with room must admit at once"),
+            }
+        })
+    });
+    g.bench_function("GCRA decision", |b| {
+        let start = tokio::time::Instant::now();
+        let mut gcra = Gcra::new(3.0, 3, start);
+        let mut now = start;
+        b.iter(|| {
+            // Arrivals exactly one interval apart: every one admitted.
+            now += Duration::from_millis(334);
+            black_box(gcra.admit(black_box(now)))
+        })
+    });
+    g.finish();
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    // What @notionhq/client sends, plus a proxy's Connection header to strip.
+    let mut request = HeaderMap::new();
+    for (k, v) in [
+        ("host", "localhost:8787"),
+        ("authorization", "Bearer secret_benchmark_token"),
+        ("notion-version", "2022-06-28"),
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("user-agent", "notionhq-client/5.1.0"),
+        ("content-length", "212"),
+        ("x-gateway-client", "sync-job"),
+    ] {
+        request.insert(k, HeaderValue::from_static(v));
+    }
+    let mut with_hop = request.clone();
+    with_hop.insert(
+        "connection",
+        HeaderValue::from_static("keep-alive, x-trace"),
+    );
+    with_hop.insert("x-trace", HeaderValue::from_static("1"));
+    let mut response = HeaderMap::new();
+    for (k, v) in [
+        ("date", "Wed, 25 Nov 2026 02:00:00 GMT"),
+        ("content-type", "application/json; charset=utf-8"),
+        ("content-length", "1834"),
+        (
+            "x-notion-request-id",
+            "6d5b8a4f-0c2e-4b0e-9a37-3f3f0c1e2d11",
+        ),
+        ("cache-control", "no-store"),
+        ("connection", "keep-alive"),
+    ] {
+        response.insert(k, HeaderValue::from_static(v));
+    }
+    let host = HeaderValue::from_static("api.notion.com");
+    let version = HeaderValue::from_static("2022-06-28");
+
+    let mut g = c.benchmark_group("headers");
+    g.bench_function("to upstream", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            |h| headers::to_upstream(h, &host, &version),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("to upstream, with hop-by-hop", |b| {
+        b.iter_batched_ref(
+            || with_hop.clone(),
+            |h| headers::to_upstream(h, &host, &version),
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("to caller", |b| {
+        b.iter_batched_ref(
+            || response.clone(),
+            headers::to_caller,
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("credential", |b| {
+        b.iter(|| headers::credential(black_box(&request)).map(<[u8]>::len))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    catalogue_lookup,
+    shaper_admit_release,
+    header_rewrite
+);
+criterion_main!(benches);

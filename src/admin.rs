@@ -32,11 +32,20 @@ pub async fn readyz(State(gw): State<Arc<Gateway>>) -> Response {
             .await;
     }
     let r = up.health.reachability();
+    let budgets = budgets_status(&gw);
+    // Redis unreachable is "degraded", not "unready": the replica still serves (on its local
+    // share); taking every replica out of a load balancer would fail every request.
+    let degraded = budgets["mode"] == "local_share";
     let body = Json(serde_json::json!({
-        "status": if r.ready { "ready" } else { "upstream_unreachable" },
+        "status": match (r.ready, degraded) {
+            (false, _) => "upstream_unreachable",
+            (true, true) => "degraded",
+            (true, false) => "ready",
+        },
         "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
         "last_answer_s_ago": r.last_answer_ago.map(|d| d.as_secs_f64()),
         "last_error": r.last_error,
+        "budgets": budgets,
     }));
     if r.ready {
         body.into_response()
@@ -67,10 +76,22 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
             "max_wait_s": gw.config.limits.max_wait.as_secs_f64(),
             "adaptive": gw.config.limits.adaptive,
         },
+        "budgets": budgets_status(&gw),
         "tokens": shaper.tokens,
         "workspaces": shaper.workspaces,
     }))
     .into_response()
+}
+
+/// Where budgets live: `{"mode": "local"}`, or the shared budgets' state (`shared`, or
+/// `local_share` while Redis is unreachable). The Redis URL is shown without its password.
+fn budgets_status(gw: &Gateway) -> serde_json::Value {
+    match gw.shaper.shared_status() {
+        None => serde_json::json!({"mode": "local"}),
+        Some(s) => {
+            serde_json::to_value(s).unwrap_or_else(|_| serde_json::json!({"mode": "unknown"}))
+        }
+    }
 }
 
 /// The same as the JSON, as one self-contained page (no scripts, no external resources).

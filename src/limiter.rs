@@ -140,6 +140,11 @@ impl Gcra {
     pub fn interval(&self) -> Duration {
         self.interval
     }
+
+    /// How far ahead of `now` the theoretical arrival time may run (`(b - 1)·T` less slack).
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
 }
 
 fn tolerance(interval: Duration, burst: u32, slack: Duration) -> Duration {

@@ -46,6 +46,13 @@ pub const NOTION_PUSHBACKS: &str = "notion_gateway_notion_pushbacks_total";
 /// Requests the gateway answered by itself, by `reason` (`queue_full`, `wait_too_long`,
 /// `body_too_large`, `unauthorized`, ...).
 pub const REJECTIONS: &str = "notion_gateway_rejections_total";
+/// With `limits.backend = "redis"`: 1 while budgets are shared through Redis, 0 while this
+/// replica works alone on its local share because Redis is unreachable.
+pub const SHARED_BUDGETS: &str = "notion_gateway_shared_budgets";
+/// Redis calls that failed or timed out, by `op` (`reserve`, `pause`, `refund`, `probe`).
+pub const REDIS_ERRORS: &str = "notion_gateway_redis_errors_total";
+/// One Redis call of the shared budgets, by `op`.
+pub const REDIS_CALL_DURATION: &str = "notion_gateway_redis_call_duration_seconds";
 /// Always 1, with the gateway's `version`.
 pub const BUILD_INFO: &str = "notion_gateway_build_info";
 
@@ -65,6 +72,9 @@ pub const ALL: &[&str] = &[
     PAUSED,
     NOTION_PUSHBACKS,
     REJECTIONS,
+    SHARED_BUDGETS,
+    REDIS_ERRORS,
+    REDIS_CALL_DURATION,
     BUILD_INFO,
 ];
 
@@ -75,6 +85,10 @@ const WAIT_BUCKETS: &[f64] = &[
 /// Request bodies: JSON calls of a few KB up to Notion's 20 MB file parts.
 const SIZE_BUCKETS: &[f64] = &[
     256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 5242880.0, 20971520.0,
+];
+/// Redis calls: a loopback round trip is ~0.1 ms; `limits.redis_timeout` is 250 ms.
+const REDIS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 /// Upstream attempts run up to `upstream.attempt_timeout` (65 s).
 const ATTEMPT_BUCKETS: &[f64] = &[
@@ -97,6 +111,12 @@ pub fn install() -> Option<PrometheusHandle> {
                 })
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(REQUEST_SIZE.into()), SIZE_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(REDIS_CALL_DURATION.into()),
+                        REDIS_BUCKETS,
+                    )
                 })
                 .ok()?
                 .build_recorder();
@@ -162,6 +182,19 @@ fn describe() {
     describe_counter!(
         REJECTIONS,
         "Requests the gateway answered by itself, by reason (nothing or little sent to Notion)."
+    );
+    describe_gauge!(
+        SHARED_BUDGETS,
+        "1 while budgets are shared through Redis, 0 while this replica uses its local share."
+    );
+    describe_counter!(
+        REDIS_ERRORS,
+        "Redis calls of the shared budgets that failed or timed out, by op."
+    );
+    describe_histogram!(
+        REDIS_CALL_DURATION,
+        Unit::Seconds,
+        "One Redis call of the shared budgets, by op."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
 }
@@ -241,6 +274,17 @@ pub fn notion_pushback(integration: &std::sync::Arc<str>, status: u16, reason: O
         "reason" => reason_label(reason)
     )
     .increment(1);
+}
+
+pub fn redis_call(op: &'static str, took: Duration, ok: bool) {
+    metrics::histogram!(REDIS_CALL_DURATION, "op" => op).record(took.as_secs_f64());
+    if !ok {
+        metrics::counter!(REDIS_ERRORS, "op" => op).increment(1);
+    }
+}
+
+pub fn shared_budgets(shared: bool) {
+    metrics::gauge!(SHARED_BUDGETS).set(if shared { 1.0 } else { 0.0 });
 }
 
 pub fn rejection(reason: &'static str) {

@@ -224,7 +224,7 @@ fn reference_config_file_lists_every_key_at_its_default() {
         .filter(|l| !l.starts_with("# ") || key_line(l))
         // Optional keys are documented with an example value, not a default.
         .filter(|l| {
-            !["# ca_bundle", "# proxy", "# no_proxy"]
+            !["# ca_bundle", "# proxy", "# no_proxy", "# redis_url"]
                 .iter()
                 .any(|p| l.starts_with(p))
         })
@@ -241,7 +241,7 @@ fn reference_config_file_lists_every_key_at_its_default() {
     let known: Vec<String> = defaults
         .lines()
         .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()))
-        .chain(["ca_bundle", "proxy", "no_proxy"].map(String::from))
+        .chain(["ca_bundle", "proxy", "no_proxy", "redis_url"].map(String::from))
         .collect();
     for key in known {
         assert!(

@@ -71,6 +71,19 @@ pub struct LimitsConfig {
     pub client_weights: std::collections::HashMap<String, u32>,
     pub integrations: Vec<Integration>,
     pub workspaces: std::collections::HashMap<Arc<str>, WorkspaceBudget>,
+    /// Budgets shared with other replicas through Redis (`backend = "redis"`); `None`: local.
+    pub shared: Option<SharedBudgets>,
+}
+
+/// Where replicas keep their shared budgets (PRODUCT.md P7).
+#[derive(Debug, Clone)]
+pub struct SharedBudgets {
+    /// `redis://…` (may hold a password: print it through [`redact_userinfo`]).
+    pub redis_url: String,
+    pub timeout: Duration,
+    /// Share of each budget used alone while Redis is unreachable, in (0, 1].
+    pub local_share: f64,
+    pub prefix: String,
 }
 
 /// A token the configuration knows by name. The token itself is never kept, only its SHA-256.
@@ -599,7 +612,62 @@ fn validate_limits(
             workspace,
         });
     }
+    let shared = match l.backend.as_str() {
+        "local" => None,
+        "redis" => {
+            let url = l
+                .redis_url
+                .clone()
+                .filter(|u| !u.trim().is_empty())
+                .ok_or_else(|| {
+                    bad(
+                        "limits.redis_url",
+                        "backend = \"redis\" needs redis_url, e.g. redis://127.0.0.1:6379".into(),
+                    )
+                })?;
+            if !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+                return Err(bad(
+                    "limits.redis_url",
+                    format!(
+                        "`{}` must start with redis:// (TLS to Redis is not supported)",
+                        redact_userinfo(&url)
+                    ),
+                ));
+            }
+            if l.redis_timeout.is_zero() || l.redis_timeout > Duration::from_secs(10) {
+                return Err(bad(
+                    "limits.redis_timeout",
+                    "must be above 0 and at most 10s".into(),
+                ));
+            }
+            if !(l.redis_local_share > 0.0 && l.redis_local_share <= 1.0) {
+                return Err(bad(
+                    "limits.redis_local_share",
+                    format!("{} must be above 0 and at most 1", l.redis_local_share),
+                ));
+            }
+            if l.redis_prefix.is_empty() || l.redis_prefix.chars().any(char::is_whitespace) {
+                return Err(bad(
+                    "limits.redis_prefix",
+                    "must be non-empty, without spaces".into(),
+                ));
+            }
+            Some(SharedBudgets {
+                redis_url: url,
+                timeout: l.redis_timeout,
+                local_share: l.redis_local_share,
+                prefix: l.redis_prefix.clone(),
+            })
+        }
+        other => {
+            return Err(bad(
+                "limits.backend",
+                format!("`{other}` must be \"local\" or \"redis\""),
+            ))
+        }
+    };
     Ok(LimitsConfig {
+        shared,
         rate: l.rate,
         burst: l.burst,
         max_queue: l.max_queue,
@@ -734,6 +802,9 @@ impl Loaded {
         let mut raw = self.raw.clone();
         if let Some(p) = raw.upstream.proxy.as_mut() {
             *p = redact_userinfo(p);
+        }
+        if let Some(u) = raw.limits.redis_url.as_mut() {
+            *u = redact_userinfo(u);
         }
         let body = toml::to_string_pretty(&raw)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"));

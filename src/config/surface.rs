@@ -132,6 +132,18 @@ pub struct RawLimits {
     pub adaptive: bool,
     /// `X-Gateway-Client` value -> weight (default 1).
     pub client_weights: BTreeMap<String, u32>,
+    /// Where budgets live: "local" (this process) or "redis" (shared by replicas).
+    pub backend: String,
+    /// `redis://[user:password@]host:port[/db]` for backend = "redis".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// Longest wait for one Redis call before the replica falls back to its local share.
+    #[serde(with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// Share of each budget a replica uses on its own while Redis is unreachable.
+    pub redis_local_share: f64,
+    /// Prefix of every Redis key the gateway writes.
+    pub redis_prefix: String,
 }
 
 impl Default for RawLimits {
@@ -143,6 +155,11 @@ impl Default for RawLimits {
             max_wait: Duration::from_secs(30),
             adaptive: true,
             client_weights: BTreeMap::new(),
+            backend: "local".into(),
+            redis_url: None,
+            redis_timeout: Duration::from_millis(250),
+            redis_local_share: 0.5,
+            redis_prefix: "notion-gateway".into(),
         }
     }
 }

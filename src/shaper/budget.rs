@@ -261,6 +261,25 @@ impl Budget {
         self.gcra.set_rate(rate, burst, now);
     }
 
+    /// Interval and burst tolerance in whole microseconds, as the shared budget stores them.
+    pub fn shared_spec(&self) -> (u64, u64) {
+        let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        (us(self.gcra.interval()).max(1), us(self.gcra.tolerance()))
+    }
+
+    /// Takes the effective rate another replica set for the shared key (given as its interval
+    /// in microseconds). Not a 429 seen here: nothing is counted and no ceiling is set;
+    /// recovery steps count from now.
+    pub fn adopt_interval(&mut self, interval_us: u64, now: Instant) {
+        if interval_us == self.shared_spec().0 {
+            return;
+        }
+        let rate =
+            (1e6 / interval_us.max(1) as f64).clamp(self.configured * MIN_SHARE, self.configured);
+        self.last_step = now;
+        self.set_effective(rate, now);
+    }
+
     pub fn effective_rate(&self) -> f64 {
         self.effective
     }

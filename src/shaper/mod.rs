@@ -37,6 +37,7 @@
 
 pub mod budget;
 pub mod queue;
+pub mod shared;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -51,8 +52,10 @@ use tokio::time::Instant;
 
 use crate::config::LimitsConfig;
 use crate::identity::TokenId;
+use crate::limiter::Gcra;
 use budget::{Budget, Pushback};
 use queue::FairQueue;
+use shared::{KeySpec, Reservation, Shared};
 
 /// Lanes idle this long (and with nothing to remember) are evicted; also how often the
 /// eviction sweep runs.
@@ -189,6 +192,8 @@ struct Inner {
     limits: LimitsConfig,
     hasher: RandomState,
     state: Mutex<State>,
+    /// Budgets shared with other replicas (`limits.backend = "redis"`).
+    shared: Option<Arc<Shared>>,
 }
 
 #[derive(Default)]
@@ -212,11 +217,86 @@ struct Lane {
     budget: Budget,
     queue: FairQueue<u64, Waiter>,
     last_used: Instant,
+    /// With shared budgets: the budget's key in Redis and what this replica knows of it.
+    remote: Option<Remote>,
+}
+
+/// A budget's shared side, as this replica last saw it.
+struct Remote {
+    key: Arc<str>,
+    /// The effective rate as last written to or read from Redis: a difference means this
+    /// replica changed it (a 429, a recovery step) and must write it.
+    reported: f64,
+    /// From the last reservation: when the next slot is free, how many wait elsewhere.
+    next_free: Option<Instant>,
+    others_waiting: u32,
+    /// The local share used while Redis is unreachable.
+    fallback: Gcra,
+}
+
+impl Remote {
+    fn new(key: Arc<str>, budget: &Budget, share: f64, now: Instant) -> Self {
+        let burst = ((f64::from(budget.burst()) * share).floor() as u32).max(1);
+        Self {
+            key,
+            reported: budget.effective_rate(),
+            next_free: None,
+            others_waiting: 0,
+            fallback: Gcra::new(budget.configured_rate() * share, burst, now),
+        }
+    }
+
+    /// This key as a call sends it; marks the current rate as written.
+    fn spec(&mut self, budget: &Budget) -> KeySpec {
+        let (interval_us, tolerance_us) = budget.shared_spec();
+        let changed = (budget.effective_rate() - self.reported).abs() > 1e-9;
+        self.reported = budget.effective_rate();
+        KeySpec {
+            key: self.key.clone(),
+            interval_us,
+            tolerance_us,
+            changed,
+        }
+    }
+
+    /// Learns from a reservation answered at `at`: the rate in force and the next free slot.
+    fn learn(&mut self, budget: &mut Budget, r: &Reservation, index: usize, at: Instant) {
+        if let Some(&(interval_us, next_free)) = r.keys.get(index) {
+            budget.adopt_interval(interval_us, at);
+            self.reported = budget.effective_rate();
+            self.next_free = Some(at + next_free);
+        }
+        self.others_waiting = r.others_waiting;
+    }
+
+    /// Predicted wait behind `ahead` local requests and those waiting on other replicas.
+    fn predicted_wait(
+        &self,
+        budget: &Budget,
+        now: Instant,
+        ahead: usize,
+        shared: bool,
+    ) -> Duration {
+        if !shared {
+            return self.fallback.predicted_wait(now, ahead);
+        }
+        let first = self
+            .next_free
+            .unwrap_or(now)
+            .max(budget.paused_until(now).unwrap_or(now))
+            .max(now);
+        let behind = u32::try_from(ahead)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.others_waiting);
+        (first - now) + Duration::from_micros(budget.shared_spec().0).saturating_mul(behind)
+    }
 }
 
 struct Group {
     /// The workspace budget, for workspace groups.
     shared: Option<Budget>,
+    /// Its shared side (workspace groups with shared budgets).
+    remote: Option<Remote>,
     /// Lanes with waiting requests, in release order (round robin across lanes).
     waiting: VecDeque<u64>,
     /// The running dispatcher's wake-up, if one runs.
@@ -230,14 +310,27 @@ struct Waiter {
 }
 
 impl Shaper {
+    /// A shaper with budgets in this process only.
     pub fn new(limits: LimitsConfig) -> Self {
+        Self::with_shared(limits, None)
+    }
+
+    /// A shaper whose budgets are shared with other replicas through `shared` (queues stay
+    /// local).
+    pub fn with_shared(limits: LimitsConfig, shared: Option<Arc<Shared>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 limits,
                 hasher: RandomState::new(),
                 state: Mutex::new(State::default()),
+                shared,
             }),
         }
+    }
+
+    /// The shared budgets' state, when configured.
+    pub fn shared_status(&self) -> Option<shared::SharedStatus> {
+        self.inner.shared.as_ref().map(|s| s.status())
     }
 
     /// The caller behind a request: its `X-Gateway-Client` value, else its address.
@@ -298,8 +391,10 @@ impl Shaper {
             };
             lane.last_used = now;
 
-            // Fast path: nobody waits in the group and both budgets allow it now.
-            if group.waiting.is_empty()
+            // Fast path: nobody waits in the group and both budgets allow it now. Shared
+            // budgets are decided in Redis, by the dispatcher.
+            if self.inner.shared.is_none()
+                && group.waiting.is_empty()
                 && lane.budget.ready_at() <= now
                 && group.shared.as_ref().is_none_or(|b| b.ready_at() <= now)
             {
@@ -325,6 +420,15 @@ impl Shaper {
             let mut wait = lane.budget.predicted_wait(now, ahead);
             if let Some(shared) = group.shared.as_ref() {
                 wait = wait.max(shared.predicted_wait(now, group_waiting));
+            }
+            if let Some(s) = &self.inner.shared {
+                let on = s.is_shared();
+                if let Some(r) = &lane.remote {
+                    wait = wait.max(r.predicted_wait(&lane.budget, now, ahead, on));
+                }
+                if let (Some(r), Some(b)) = (&group.remote, &group.shared) {
+                    wait = wait.max(r.predicted_wait(b, now, group_waiting, on));
+                }
             }
             if !first_in_line && lane.queue.len() >= limits.max_queue {
                 return Err(Refusal::QueueFull {
@@ -368,7 +472,10 @@ impl Shaper {
                     group.dispatcher = Some(notify.clone());
                     let inner = self.inner.clone();
                     let gid = lane.group.clone();
-                    tokio::spawn(dispatch(inner, gid, notify));
+                    match self.inner.shared.clone() {
+                        None => drop(tokio::spawn(dispatch(inner, gid, notify))),
+                        Some(s) => drop(tokio::spawn(dispatch_shared(inner, gid, notify, s))),
+                    }
                 }
             }
             (rx, id, (lane.label.clone(), lane.outcomes.clone()))
@@ -442,7 +549,26 @@ impl Shaper {
             None => &mut lane.budget,
         };
         budget.push_back(kind, ticket.admitted_at, retry_after, now);
-        budget.paused_until(now).unwrap_or(now)
+        let until = budget.paused_until(now).unwrap_or(now);
+        if let Some(s) = &self.inner.shared {
+            // Every replica holds: the pause (and a rate this one lowered) goes to Redis. The
+            // local pause already holds this replica while the call is on its way.
+            let remote = match (&lane.group, scope) {
+                (GroupId::Workspace(_), Scope::Workspace) => st
+                    .groups
+                    .get_mut(&lane.group)
+                    .and_then(|g| Some((g.remote.as_mut()?, g.shared.as_ref()?))),
+                _ => lane.remote.as_mut().map(|r| (r, &lane.budget)),
+            };
+            if let Some((remote, budget)) = remote {
+                let spec = remote.spec(budget);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let _ = s.pause(&[spec], retry_after).await;
+                });
+            }
+        }
+        until
     }
 
     /// Every key's state, for `/status`.
@@ -570,22 +696,35 @@ impl Inner {
                 GroupId::Solo(key),
             ),
         };
-        groups.entry(group.clone()).or_insert_with(|| Group {
-            shared: match &group {
+        let sh = self.shared.as_ref();
+        groups.entry(group.clone()).or_insert_with(|| {
+            let shared = match &group {
                 GroupId::Workspace(w) => limits
                     .workspaces
                     .get(w)
                     .map(|ws| Budget::new(ws.rate, ws.burst, limits.adaptive, now)),
                 GroupId::Solo(_) => None,
-            },
-            waiting: VecDeque::new(),
-            dispatcher: None,
+            };
+            let remote = match (&group, &shared, sh) {
+                (GroupId::Workspace(w), Some(b), Some(s)) => {
+                    Some(Remote::new(s.workspace_key(w), b, s.local_share(), now))
+                }
+                _ => None,
+            };
+            Group {
+                shared,
+                remote,
+                waiting: VecDeque::new(),
+                dispatcher: None,
+            }
         });
+        let budget = Budget::new(rate, burst, limits.adaptive, now);
         Lane {
             label,
             outcomes: Arc::default(),
             group,
-            budget: Budget::new(rate, burst, limits.adaptive, now),
+            remote: sh.map(|s| Remote::new(s.token_key(&digest), &budget, s.local_share(), now)),
+            budget,
             queue: FairQueue::new(),
             last_used: now,
         }
@@ -712,6 +851,192 @@ async fn dispatch(inner: Arc<Inner>, gid: GroupId, notify: Arc<Notify>) {
     }
 }
 
+/// What a shared-budget dispatcher does next.
+enum Plan {
+    /// Nothing waits: the dispatcher ends.
+    Done,
+    /// Nothing may go before then (a pause, or the local share while Redis is unreachable).
+    Wait(Instant),
+    /// Take a slot for the next request of `lane`.
+    Reserve {
+        lane: u64,
+        keys: Vec<KeySpec>,
+        waiting: usize,
+    },
+    /// Redis is unreachable: the local share admitted a request of `lane` now.
+    Local { lane: u64 },
+}
+
+impl State {
+    /// Chooses the lane whose request goes next in group `gid` (round robin) and what it
+    /// needs, for budgets shared through Redis (`shared_on`: Redis answers).
+    fn plan_shared(&mut self, gid: &GroupId, now: Instant, shared_on: bool) -> Plan {
+        let Some(group) = self.groups.get_mut(gid) else {
+            return Plan::Done;
+        };
+        let lanes = &mut self.lanes;
+        group
+            .waiting
+            .retain(|k| lanes.get(k).is_some_and(|l| !l.queue.is_empty()));
+        let waiting: usize = group
+            .waiting
+            .iter()
+            .filter_map(|k| lanes.get(k))
+            .map(|l| l.queue.len())
+            .sum();
+        let Some(lane) = group.waiting.front().and_then(|k| lanes.get_mut(k)) else {
+            group.dispatcher = None;
+            return Plan::Done;
+        };
+        let lane_key = group.waiting.front().copied().unwrap_or_default();
+        // Recovery steps first, as the local dispatcher does: a step changes the rate sent.
+        lane.budget.catch_up(now);
+        if let Some(b) = group.shared.as_mut() {
+            b.catch_up(now);
+        }
+        let paused = lane
+            .budget
+            .paused_until(now)
+            .max(group.shared.as_ref().and_then(|b| b.paused_until(now)));
+        if let Some(p) = paused {
+            return Plan::Wait(p);
+        }
+        if !shared_on {
+            let ready = lane
+                .remote
+                .as_ref()
+                .map_or(now, |r| r.fallback.ready_at())
+                .max(group.remote.as_ref().map_or(now, |r| r.fallback.ready_at()));
+            if ready > now {
+                return Plan::Wait(ready);
+            }
+            if let Some(r) = lane.remote.as_mut() {
+                let _ = r.fallback.admit(now);
+            }
+            if let Some(r) = group.remote.as_mut() {
+                let _ = r.fallback.admit(now);
+            }
+            return Plan::Local { lane: lane_key };
+        }
+        let mut keys = Vec::with_capacity(2);
+        if let Some(r) = lane.remote.as_mut() {
+            keys.push(r.spec(&lane.budget));
+        }
+        if let (Some(r), Some(b)) = (group.remote.as_mut(), group.shared.as_ref()) {
+            keys.push(r.spec(b));
+        }
+        Plan::Reserve {
+            lane: lane_key,
+            keys,
+            waiting: waiting.saturating_sub(1),
+        }
+    }
+
+    /// Learns what Redis answered for a reservation of `lane` in `gid`.
+    fn learn(&mut self, gid: &GroupId, lane_key: u64, r: &Reservation, at: Instant) {
+        if let Some(lane) = self.lanes.get_mut(&lane_key) {
+            if let Some(remote) = lane.remote.as_mut() {
+                remote.learn(&mut lane.budget, r, 0, at);
+            }
+        }
+        if let Some(g) = self.groups.get_mut(gid) {
+            if let (Some(remote), Some(b)) = (g.remote.as_mut(), g.shared.as_mut()) {
+                remote.learn(b, r, 1, at);
+            }
+        }
+    }
+
+    /// Hands the slot due at `now` to the next live waiter of `lane_key`; false when none is
+    /// left (the slot is then given back).
+    fn hand_over(&mut self, gid: &GroupId, lane_key: u64, now: Instant) -> bool {
+        let Some(lane) = self.lanes.get_mut(&lane_key) else {
+            return false;
+        };
+        let mut handed = false;
+        while let Some((_, w)) = lane.queue.pop() {
+            if w.tx.send(now).is_ok() {
+                lane.last_used = now;
+                handed = true;
+                break;
+            }
+        }
+        if let Some(g) = self.groups.get_mut(gid) {
+            g.waiting.retain(|k| *k != lane_key);
+            if !lane.queue.is_empty() {
+                g.waiting.push_back(lane_key);
+            }
+        }
+        handed
+    }
+
+    /// The shared keys a release of `lane_key` spent, to give a slot back.
+    fn remote_keys(&self, lane_key: u64) -> Vec<KeySpec> {
+        let Some(lane) = self.lanes.get(&lane_key) else {
+            return Vec::new();
+        };
+        let spec = |r: &Remote, b: &Budget| KeySpec {
+            key: r.key.clone(),
+            interval_us: b.shared_spec().0,
+            tolerance_us: b.shared_spec().1,
+            changed: false,
+        };
+        let mut keys: Vec<KeySpec> = lane.remote.iter().map(|r| spec(r, &lane.budget)).collect();
+        if let Some(g) = self.groups.get(&lane.group) {
+            if let (Some(r), Some(b)) = (&g.remote, &g.shared) {
+                keys.push(spec(r, b));
+            }
+        }
+        keys
+    }
+}
+
+/// One group's dispatcher when budgets are shared through Redis: reserve the next slot (one
+/// Redis call), sleep until it (one timer), hand it to the next waiter in fair order; repeat
+/// until nothing waits. While Redis is unreachable the local share decides instead.
+async fn dispatch_shared(
+    inner: Arc<Inner>,
+    gid: GroupId,
+    notify: Arc<Notify>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        let now = Instant::now();
+        let plan = inner.lock().plan_shared(&gid, now, shared.is_shared());
+        let (lane, keys) = match plan {
+            Plan::Done => return,
+            Plan::Wait(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = notify.notified() => {}
+                }
+                continue;
+            }
+            Plan::Local { lane } => {
+                inner.lock().hand_over(&gid, lane, now);
+                continue;
+            }
+            Plan::Reserve {
+                lane,
+                keys,
+                waiting,
+            } => match shared.reserve(&keys, waiting).await {
+                Ok(r) => {
+                    let at = Instant::now();
+                    inner.lock().learn(&gid, lane, &r, at);
+                    tokio::time::sleep_until(at + r.wait).await;
+                    (lane, keys)
+                }
+                // Degraded now (logged by `Shared`): the next plan uses the local share.
+                Err(_) => continue,
+            },
+        };
+        let handed = inner.lock().hand_over(&gid, lane, Instant::now());
+        if !handed {
+            let _ = shared.refund(&keys).await;
+        }
+    }
+}
+
 /// Removes a waiting request from its queue when its future is dropped before release; gives
 /// the budget back when it was released but never collected.
 struct WaitGuard<'a> {
@@ -737,6 +1062,14 @@ impl Drop for WaitGuard<'_> {
         }
         // Released just now, but nobody will send it: refund.
         if rx.try_recv().is_ok() {
+            if let Some(s) = &self.inner.shared {
+                let keys = st.remote_keys(self.lane);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let _ = s.refund(&keys).await;
+                });
+                return;
+            }
             lane.budget.refund(now);
             if let Some(b) = st
                 .groups

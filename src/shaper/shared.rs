@@ -1,0 +1,328 @@
+//! Budgets shared by replicas through Redis (PRODUCT.md P7, `limits.backend = "redis"`).
+//!
+//! Queues stay local: each replica's dispatcher still releases its own waiting requests in
+//! its own fair order. Only the budget (GCRA state, pause, effective rate) lives in Redis,
+//! changed atomically by one Lua script per decision ([`gcra.lua`](gcra.lua)) on Redis's
+//! clock, so replica clocks do not matter.
+//!
+//! A dispatcher *reserves* the next slot: the script answers how far ahead it is, the
+//! dispatcher sleeps exactly that long (one timer, no polling) and hands the slot to whichever
+//! of its waiters is next by then. A slot nobody takes is refunded.
+//!
+//! Redis trouble: a call that fails or takes longer than `limits.redis_timeout` switches the
+//! replica to *degraded*: its dispatchers use a local share (`limits.redis_local_share`) of
+//! each budget, no request waits for Redis, and a probe (one `PING` per second) switches back
+//! when Redis answers. Each transition is logged once and shown in `/readyz`, `/status` and
+//! the `notion_gateway_shared_budgets` gauge.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+
+use crate::config::{redact_userinfo, SharedBudgets};
+use crate::metrics;
+
+const SCRIPT: &str = include_str!("gcra.lua");
+/// Keys expire after this long without a write: the learned rate is forgotten after an hour of
+/// quiet, as in the local backend ([`super::budget::FORGET_LEARNED`]).
+const KEY_TTL: Duration = Duration::from_secs(3600);
+/// How often a degraded replica asks Redis whether it is back.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// One budget key as a call sends it.
+#[derive(Debug, Clone)]
+pub struct KeySpec {
+    pub key: Arc<str>,
+    pub interval_us: u64,
+    pub tolerance_us: u64,
+    /// This replica changed the rate since its last call: store it for every replica.
+    pub changed: bool,
+}
+
+/// A slot taken in the shared budgets.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// How far ahead of the call the slot is.
+    pub wait: Duration,
+    /// Requests waiting on the other replicas (for `max_wait` predictions).
+    pub others_waiting: u32,
+    /// Per key, in the order sent: the interval in force (another replica's rate, maybe) and
+    /// how far ahead the next free slot is.
+    pub keys: Vec<(u64, Duration)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("redis answered something the script does not return")]
+    Malformed,
+}
+
+pub struct Shared {
+    cfg: SharedBudgets,
+    conn: ConnectionManager,
+    script: redis::Script,
+    /// Names this replica's queue-depth report in Redis.
+    replica: String,
+    degraded: AtomicBool,
+    state: Mutex<Health>,
+}
+
+#[derive(Debug, Default)]
+struct Health {
+    since: Option<Instant>,
+    last_error: Option<String>,
+    probing: bool,
+}
+
+/// `/status` and `/readyz` view.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SharedStatus {
+    /// `shared` or `local_share`.
+    pub mode: &'static str,
+    pub redis: String,
+    pub local_share: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_for_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+impl Shared {
+    /// Connects lazily: a Redis that is down at start-up makes the replica start degraded, not
+    /// fail. Errs only on a malformed URL.
+    pub fn new(cfg: SharedBudgets) -> Result<Arc<Self>, SharedError> {
+        let client = redis::Client::open(cfg.redis_url.as_str())?;
+        let conn = ConnectionManager::new_lazy_with_config(
+            client,
+            ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(cfg.timeout))
+                .set_response_timeout(Some(cfg.timeout))
+                .set_number_of_retries(1),
+        )?;
+        let shared = Arc::new(Self {
+            cfg,
+            conn,
+            script: redis::Script::new(SCRIPT),
+            replica: format!("{:016x}", fastrand::u64(..)),
+            degraded: AtomicBool::new(false),
+            state: Mutex::default(),
+        });
+        metrics::shared_budgets(true);
+        Ok(shared)
+    }
+
+    /// Whether budgets are shared now (else this replica uses its local share).
+    pub fn is_shared(&self) -> bool {
+        !self.degraded.load(Ordering::Relaxed)
+    }
+
+    pub fn local_share(&self) -> f64 {
+        self.cfg.local_share
+    }
+
+    /// The key of a token's budget, from the SHA-256 of the token (never the token).
+    pub fn token_key(&self, sha256: &[u8; 32]) -> Arc<str> {
+        let hex: String = sha256[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}:token:{hex}", self.cfg.prefix).into()
+    }
+
+    pub fn workspace_key(&self, name: &str) -> Arc<str> {
+        format!("{}:workspace:{name}", self.cfg.prefix).into()
+    }
+
+    pub fn status(&self) -> SharedStatus {
+        let h = self.lock();
+        let shared = self.is_shared();
+        SharedStatus {
+            mode: if shared { "shared" } else { "local_share" },
+            redis: redact_userinfo(&self.cfg.redis_url),
+            local_share: self.cfg.local_share,
+            degraded_for_s: (!shared)
+                .then(|| h.since.map(|s| s.elapsed().as_secs()))
+                .flatten(),
+            last_error: (!shared).then(|| h.last_error.clone()).flatten(),
+        }
+    }
+
+    /// Takes the earliest slot every key allows. `waiting`: requests still waiting on this
+    /// replica after the one this slot is for.
+    pub async fn reserve(
+        self: &Arc<Self>,
+        keys: &[KeySpec],
+        waiting: usize,
+    ) -> Result<Reservation, SharedError> {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg("reserve")
+            .arg("")
+            .arg(KEY_TTL.as_millis() as u64)
+            .arg(&self.replica)
+            .arg(waiting as u64);
+        for k in keys {
+            inv.key(&*k.key)
+                .arg(k.interval_us)
+                .arg(k.tolerance_us)
+                .arg(if k.changed { "1" } else { "0" });
+        }
+        let reply: Vec<i64> = self
+            .call("reserve", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
+        parse_reservation(&reply, keys.len())
+    }
+
+    /// Notion pushed back: pause the keys for `retry_after` on every replica.
+    pub async fn pause(
+        self: &Arc<Self>,
+        keys: &[KeySpec],
+        retry_after: Duration,
+    ) -> Result<(), SharedError> {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg("pause")
+            .arg("")
+            .arg(KEY_TTL.as_millis() as u64)
+            .arg(retry_after.as_micros() as u64);
+        for k in keys {
+            inv.key(&*k.key)
+                .arg(k.interval_us)
+                .arg(k.tolerance_us)
+                .arg(if k.changed { "1" } else { "0" });
+        }
+        let _: Vec<i64> = self
+            .call("pause", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
+        Ok(())
+    }
+
+    /// Gives back a reserved slot nobody took.
+    pub async fn refund(self: &Arc<Self>, keys: &[KeySpec]) -> Result<(), SharedError> {
+        let mut inv = self.script.prepare_invoke();
+        inv.arg("refund").arg("").arg(KEY_TTL.as_millis() as u64);
+        for k in keys {
+            inv.key(&*k.key).arg(k.interval_us);
+        }
+        let _: Vec<i64> = self
+            .call("refund", inv.invoke_async(&mut self.conn.clone()))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs one call under the timeout; a failure degrades the replica.
+    async fn call<T>(
+        self: &Arc<Self>,
+        op: &'static str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, SharedError> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.cfg.timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
+        };
+        metrics::redis_call(op, started.elapsed(), result.is_ok());
+        if let Err(e) = &result {
+            self.degrade(e);
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Switches to the local share (logged once per transition) and starts the probe.
+    fn degrade(self: &Arc<Self>, e: &SharedError) {
+        let mut h = self.lock();
+        h.last_error = Some(e.to_string());
+        if !self.degraded.swap(true, Ordering::Relaxed) {
+            h.since = Some(Instant::now());
+            metrics::shared_budgets(false);
+            tracing::warn!(
+                redis = %redact_userinfo(&self.cfg.redis_url),
+                error = %e,
+                local_share = self.cfg.local_share,
+                "shared budgets unavailable: working alone on the local share until Redis answers"
+            );
+        }
+        if !h.probing {
+            h.probing = true;
+            tokio::spawn(probe(Arc::downgrade(self)));
+        }
+    }
+
+    /// One `PING` under the timeout.
+    pub async fn ping(&self) -> Result<(), SharedError> {
+        let mut conn = self.conn.clone();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            self.cfg.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(SharedError::Redis(e)),
+            Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
+        };
+        metrics::redis_call("probe", started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// Loads the script (what `doctor` checks) and returns its SHA-1.
+    pub async fn load_script(&self) -> Result<String, SharedError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.cfg.timeout, self.script.load_async(&mut conn)).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
+        }
+    }
+}
+
+/// While degraded: one `PING` per [`PROBE_EVERY`]; the first answer restores shared mode.
+async fn probe(shared: std::sync::Weak<Shared>) {
+    loop {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let Some(s) = shared.upgrade() else { return };
+        match s.ping().await {
+            Ok(()) => {
+                let mut h = s.lock();
+                h.probing = false;
+                let down_for = h.since.take().map(|t| t.elapsed());
+                s.degraded.store(false, Ordering::Relaxed);
+                metrics::shared_budgets(true);
+                tracing::info!(
+                    redis = %redact_userinfo(&s.cfg.redis_url),
+                    degraded_for_ms = down_for.map_or(0, |d| d.as_millis() as u64),
+                    "shared budgets restored: Redis answers again"
+                );
+                return;
+            }
+            Err(e) => s.lock().last_error = Some(e.to_string()),
+        }
+    }
+}
+
+fn parse_reservation(reply: &[i64], keys: usize) -> Result<Reservation, SharedError> {
+    if reply.len() != 3 + 2 * keys || reply[0] != 1 {
+        return Err(SharedError::Malformed);
+    }
+    let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
+    Ok(Reservation {
+        wait: micros(reply[1]),
+        others_waiting: u32::try_from(reply[2].max(0)).unwrap_or(u32::MAX),
+        keys: reply[3..]
+            .chunks(2)
+            .map(|c| (c[0].max(1) as u64, micros(c[1])))
+            .collect(),
+    })
+}
+
+/// The script itself, for tests that compare its decisions with [`crate::limiter::Gcra`].
+pub fn script_source() -> &'static str {
+    SCRIPT
+}

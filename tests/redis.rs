@@ -1,0 +1,384 @@
+//! Budgets shared by replicas through Redis (PRODUCT.md P7), against a real `redis-server`.
+//!
+//! Every test here is `#[ignore]`d in a plain `cargo test` (reported as ignored, never as
+//! passed): it needs Debian's `redis-server`. `.ci/run` installs it and runs
+//! `cargo test --test redis -- --ignored`. A missing binary fails the test loudly.
+//!
+//! Redis decides on its own clock (`TIME`), so these tests run on real time, with margins for
+//! a loaded machine; what they assert (counts, order, which mode) does not depend on luck.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use http::Method;
+use notion_gateway::config::SharedBudgets;
+use notion_gateway::limiter::Gcra;
+use notion_gateway::shaper::shared::script_source;
+use support::*;
+use tokio::time::Instant;
+
+const NEEDS: &str =
+    "needs redis-server (.ci/run installs it): cargo test --test redis -- --ignored";
+
+/// A throwaway `redis-server` on a loopback port, nothing persisted.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisServer {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("ngw-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut r = RedisServer {
+            port,
+            child: None,
+            dir,
+        };
+        r.restart().await;
+        r
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}); {NEEDS}"));
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not listen on {addr}");
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A replica's configuration: the budget of every token, shared through `redis`.
+fn replica(
+    notion: &FakeNotion,
+    redis: &RedisServer,
+    rate: f64,
+    burst: u32,
+) -> notion_gateway::Config {
+    let mut cfg = config_for(notion);
+    cfg.limits.rate = rate;
+    cfg.limits.burst = burst;
+    cfg.limits.shared = Some(SharedBudgets {
+        redis_url: redis.url(),
+        timeout: Duration::from_millis(200),
+        local_share: 0.5,
+        prefix: format!("test{}", redis.port),
+    });
+    cfg
+}
+
+/// The script's decisions, fed the same arrivals with explicit instants (`now` argument), are
+/// the local GCRA's: admitted or not, and when the next request would conform; pauses and
+/// reservations included.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn the_script_decides_like_the_local_gcra() {
+    let redis = RedisServer::start().await;
+    let mut conn = redis.conn().await;
+    let script = redis::Script::new(script_source());
+    let base = Instant::now();
+    let epoch_us: i64 = 1_700_000_000_000_000;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut decisions = 0;
+    for case in 0..40 {
+        // Rates whose interval is a whole number of microseconds, as the script stores it.
+        let rate = [1.0, 2.0, 2.5, 4.0, 5.0, 8.0, 10.0, 20.0][rng.usize(..8)];
+        let burst = rng.u32(1..6);
+        let mut local = Gcra::new(rate, burst, base);
+        let iv = local.interval().as_micros() as i64;
+        let tol = local.tolerance().as_micros() as i64;
+        let key = format!("prop:{case}");
+        let mut t: i64 = 0;
+        for _ in 0..60 {
+            t += rng.i64(0..2 * iv);
+            let now = base + Duration::from_micros(t as u64);
+            let op = rng.u8(..10);
+            if op == 0 {
+                let pause = rng.i64(1..3_000_000);
+                local.pause_until(now + Duration::from_micros(pause as u64));
+                let _: Vec<i64> = script
+                    .prepare_invoke()
+                    .key(&key)
+                    .arg("pause")
+                    .arg(epoch_us + t)
+                    .arg(60_000)
+                    .arg(pause)
+                    .arg(iv)
+                    .arg(tol)
+                    .arg("1")
+                    .invoke_async(&mut conn)
+                    .await
+                    .unwrap();
+                continue;
+            }
+            let reserve = op < 3;
+            let reply: Vec<i64> = script
+                .prepare_invoke()
+                .key(&key)
+                .arg(if reserve { "reserve" } else { "admit" })
+                .arg(epoch_us + t)
+                .arg(60_000)
+                .arg("replica")
+                .arg(0)
+                .arg(iv)
+                .arg(tol)
+                .arg("1")
+                .invoke_async(&mut conn)
+                .await
+                .unwrap();
+            let expected_wait = local.ready_at().saturating_duration_since(now);
+            assert_eq!(
+                reply[1],
+                expected_wait.as_micros() as i64,
+                "case {case} rate {rate} burst {burst} at {t} µs: wait"
+            );
+            if reserve {
+                // Reserving is admitting at the first conforming instant.
+                assert_eq!(reply[0], 1);
+                assert!(local.admit(now + expected_wait).is_ok());
+            } else {
+                assert_eq!(
+                    reply[0] == 1,
+                    local.admit(now).is_ok(),
+                    "case {case} rate {rate} burst {burst} at {t} µs: admitted"
+                );
+            }
+            // And both agree on the next conforming instant.
+            assert_eq!(
+                reply[4],
+                local.ready_at().saturating_duration_since(now).as_micros() as i64,
+                "case {case}: next ready"
+            );
+            decisions += 1;
+        }
+    }
+    assert!(decisions > 1500, "{decisions}");
+}
+
+/// Two replicas, one token, one fake Notion that allows 5/s: together they send at 5/s, never
+/// more in any window than rate × window + burst, and Notion never answers 429.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn two_replicas_together_stay_within_one_budget() {
+    let redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    // The fake allows one request more in a burst than the gateways: real time jitters by
+    // milliseconds between a release and its arrival.
+    notion.limit(5.0, 3);
+    let a = TestGateway::start(replica(&notion, &redis, 5.0, 2)).await;
+    let b = TestGateway::start(replica(&notion, &redis, 5.0, 2)).await;
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..15 {
+        for gw in [&a, &b] {
+            let req = gw
+                .request(Method::GET, &format!("/v1/users/{i}"))
+                .body(empty())
+                .unwrap();
+            calls.push(tokio::spawn(gw.send_detached(req)));
+        }
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().status, 200);
+    }
+    assert!(notion.rejected().is_empty(), "Notion answered 429");
+    let at: Vec<Duration> = notion.received().iter().map(|r| r.at - t0).collect();
+    assert_eq!(at.len(), 30);
+    // Any window: at most rate × (window + 100 ms of jitter) + burst arrivals.
+    for i in 0..at.len() {
+        for j in i..at.len() {
+            let window = (at[j] - at[i]).as_secs_f64();
+            let allowed = (5.0 * (window + 0.1)).floor() as usize + 2;
+            assert!(
+                j - i < allowed,
+                "{} arrivals within {window:.3} s: {at:?}",
+                j - i + 1
+            );
+        }
+    }
+    // One budget, not two: 28 intervals of 200 ms after the burst of 2.
+    assert!(at[29] >= Duration::from_millis(5400), "{:?}", at[29]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Notion's 429 through one replica pauses the token on the other.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn a_pause_seen_by_one_replica_holds_the_other() {
+    let redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::rate_limited(2));
+    let a = TestGateway::start(replica(&notion, &redis, 5.0, 2)).await;
+    let b = TestGateway::start(replica(&notion, &redis, 5.0, 2)).await;
+    let first =
+        tokio::spawn(a.send_detached(a.request(Method::GET, "/v1/users/a").body(empty()).unwrap()));
+    // Wait for Notion's 429 to reach replica a (and its pause to reach Redis).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while notion.received().is_empty() {
+        assert!(Instant::now() < deadline, "replica a sent nothing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rejected_at = notion.received()[0].at;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = b.get("/v1/users/b").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(first.await.unwrap().status, 200);
+    let seen = notion.received();
+    let b_at = seen
+        .iter()
+        .find(|r| r.uri == "/v1/users/b")
+        .expect("replica b's request arrived")
+        .at;
+    assert!(
+        b_at - rejected_at >= Duration::from_millis(1950),
+        "replica b sent {:?} after replica a's 429 with Retry-After: 2",
+        b_at - rejected_at
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn readyz(gw: &TestGateway) -> serde_json::Value {
+    let r = gw.get("/readyz").await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    r.json()
+}
+
+async fn wait_for_mode(gw: &TestGateway, mode: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let j = readyz(gw).await;
+        if j["budgets"]["mode"] == mode {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "still {j} instead of {mode}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Redis goes away mid-run: both replicas keep answering every request on their local share,
+/// say so in /readyz and /status, and share again once Redis is back (the script reloaded
+/// into the new, empty Redis).
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn replicas_serve_on_their_local_share_while_redis_is_down() {
+    let mut redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    let a = TestGateway::start(replica(&notion, &redis, 10.0, 2)).await;
+    let b = TestGateway::start(replica(&notion, &redis, 10.0, 2)).await;
+    let burst = |n: usize| {
+        let mut calls = Vec::new();
+        for i in 0..n {
+            for gw in [&a, &b] {
+                let req = gw
+                    .request(Method::GET, &format!("/v1/users/{i}"))
+                    .body(empty())
+                    .unwrap();
+                calls.push(tokio::spawn(gw.send_detached(req)));
+            }
+        }
+        calls
+    };
+    for c in burst(3) {
+        assert_eq!(c.await.unwrap().status, 200);
+    }
+    assert_eq!(readyz(&a).await["status"], "ready");
+    assert_eq!(readyz(&a).await["budgets"]["mode"], "shared");
+
+    redis.kill();
+    for c in burst(4) {
+        assert_eq!(
+            c.await.unwrap().status,
+            200,
+            "a request failed because Redis did"
+        );
+    }
+    for gw in [&a, &b] {
+        let j = wait_for_mode(gw, "local_share").await;
+        assert_eq!(j["status"], "degraded");
+        assert!(j["budgets"]["last_error"].is_string(), "{j}");
+        let s = gw.get("/status").await.json();
+        assert_eq!(s["budgets"]["mode"], "local_share", "{s}");
+    }
+    let metrics = String::from_utf8_lossy(&a.get("/metrics").await.body).into_owned();
+    assert!(
+        metrics.contains("notion_gateway_shared_budgets 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("notion_gateway_redis_errors_total{op=\"reserve\"}"),
+        "{metrics}"
+    );
+
+    redis.restart().await;
+    for gw in [&a, &b] {
+        let j = wait_for_mode(gw, "shared").await;
+        assert_eq!(j["status"], "ready");
+    }
+    for c in burst(3) {
+        assert_eq!(c.await.unwrap().status, 200);
+    }
+    // Shared again: the new Redis holds the token's budget, written by the reloaded script.
+    let mut conn = redis.conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("test{}:token:*", redis.port))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        !keys[0].contains("ntn_"),
+        "the key names a hash, never the token"
+    );
+    assert_eq!(notion.received().len(), 20);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -1023,7 +1023,10 @@ async fn dispatch_shared(
                 Ok(r) => {
                     let at = Instant::now();
                     inner.lock().learn(&gid, lane, &r, at);
-                    tokio::time::sleep_until(at + r.wait).await;
+                    // A timer rounds up to the next millisecond: only sleep for a slot ahead.
+                    if !r.wait.is_zero() {
+                        tokio::time::sleep_until(at + r.wait).await;
+                    }
                     (lane, keys)
                 }
                 // Degraded now (logged by `Shared`): the next plan uses the local share.

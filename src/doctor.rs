@@ -335,11 +335,50 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
         },
     }
 
+    check_redis(&mut s, &cfg).await;
     match &opts.gateway {
         None => s.skip("gateway", "no running gateway to ask"),
         Some(url) => check_gateway(&mut s, url).await,
     }
     Report { checks: s.0 }
+}
+
+/// With `limits.backend = "redis"`: Redis answers, and takes the budget script.
+async fn check_redis(s: &mut Steps, cfg: &Config) {
+    let Some(shared) = cfg.limits.shared.clone() else {
+        s.skip(
+            "redis",
+            "limits.backend = \"local\": budgets are not shared",
+        );
+        return;
+    };
+    let url = crate::config::redact_userinfo(&shared.redis_url);
+    let fix = "start Redis or correct limits.redis_url (replicas serve on their local share \
+               meanwhile, at limits.redis_local_share of each budget)";
+    let client = match crate::shaper::shared::Shared::new(shared) {
+        Ok(c) => c,
+        Err(e) => return s.fail("redis", format!("{url}: {e}"), fix),
+    };
+    let started = tokio::time::Instant::now();
+    if let Err(e) = client.ping().await {
+        return s.fail("redis", format!("{url}: {e}"), fix);
+    }
+    let rtt = started.elapsed();
+    match client.load_script().await {
+        Ok(sha) => s.pass(
+            "redis",
+            format!(
+                "{url} answers PING in {:.1} ms and took the budget script ({})",
+                rtt.as_secs_f64() * 1000.0,
+                &sha[..sha.len().min(12)]
+            ),
+        ),
+        Err(e) => s.fail(
+            "redis",
+            format!("{url} answers PING but refused the budget script: {e}"),
+            "Redis 5 or later with scripting allowed (EVAL, SCRIPT LOAD) for this user",
+        ),
+    }
 }
 
 async fn get_me(

@@ -139,3 +139,45 @@ async fn an_invalid_configuration_fails_first() {
     assert_eq!(report.outcome_of("config"), Some(Outcome::Fail));
     assert_eq!(report.checks.len(), 1);
 }
+
+/// Shared budgets configured but Redis not there: the `redis` step fails and names the fix;
+/// without shared budgets it is skipped. (Passing against a real Redis: tests/redis.rs.)
+#[tokio::test]
+async fn an_unreachable_redis_fails_at_redis() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::Echo);
+    let report = doctor::run(
+        Ok(config_for(&notion)),
+        Options {
+            token: None,
+            gateway: None,
+        },
+    )
+    .await;
+    assert_eq!(report.outcome_of("redis"), Some(Outcome::Skip));
+
+    let closed = closed_port().await;
+    let mut cfg = config_for(&notion);
+    cfg.limits.shared = Some(notion_gateway::config::SharedBudgets {
+        redis_url: format!("redis://:hunter2@{closed}"),
+        timeout: std::time::Duration::from_millis(200),
+        local_share: 0.5,
+        prefix: "doctor".into(),
+    });
+    notion.push(Reply::Echo);
+    let report = doctor::run(
+        Ok(cfg),
+        Options {
+            token: None,
+            gateway: None,
+        },
+    )
+    .await;
+    let text = report.to_text();
+    assert_eq!(report.outcome_of("redis"), Some(Outcome::Fail), "{text}");
+    assert!(text.contains("limits.redis_url"), "{text}");
+    assert!(
+        !text.contains("hunter2"),
+        "the Redis password is never printed: {text}"
+    );
+}

@@ -382,3 +382,24 @@ async fn replicas_serve_on_their_local_share_while_redis_is_down() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// `doctor` passes its `redis` step against a real Redis.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn doctor_passes_its_redis_step() {
+    use notion_gateway::doctor::{self, Options, Outcome};
+    let redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::Echo);
+    let report = doctor::run(
+        Ok(replica(&notion, &redis, 3.0, 3)),
+        Options {
+            token: None,
+            gateway: None,
+        },
+    )
+    .await;
+    let text = report.to_text();
+    assert_eq!(report.outcome_of("redis"), Some(Outcome::Pass), "{text}");
+    assert!(text.contains("took the budget script"), "{text}");
+}

@@ -403,3 +403,67 @@ async fn doctor_passes_its_redis_step() {
     assert_eq!(report.outcome_of("redis"), Some(Outcome::Pass), "{text}");
     assert!(text.contains("took the budget script"), "{text}");
 }
+
+/// Two tokens of one workspace, each on its own replica: the workspace's budget (4/s) is
+/// shared by both replicas, although each token alone may send 10/s.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn a_workspace_budget_holds_across_replicas_and_tokens() {
+    use notion_gateway::config::{Integration, WorkspaceBudget};
+    use sha2::Digest;
+    let redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    let with_workspace = |mut cfg: notion_gateway::Config| {
+        let acme: std::sync::Arc<str> = "acme".into();
+        cfg.limits.workspaces.insert(
+            acme.clone(),
+            WorkspaceBudget {
+                rate: 4.0,
+                burst: 2,
+            },
+        );
+        for (name, token) in [("sync", "ntn_sync"), ("wiki", "ntn_wiki")] {
+            cfg.limits.integrations.push(Integration {
+                name: name.into(),
+                token_sha256: sha2::Sha256::digest(token).into(),
+                rate: 10.0,
+                burst: 2,
+                workspace: Some(acme.clone()),
+            });
+        }
+        cfg
+    };
+    let a = TestGateway::start(with_workspace(replica(&notion, &redis, 10.0, 2))).await;
+    let b = TestGateway::start(with_workspace(replica(&notion, &redis, 10.0, 2))).await;
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        for (gw, token) in [(&a, "ntn_sync"), (&b, "ntn_wiki")] {
+            let req = gw
+                .request_as(Method::GET, &format!("/v1/users/{i}"), token)
+                .body(empty())
+                .unwrap();
+            calls.push(tokio::spawn(gw.send_detached(req)));
+        }
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().status, 200);
+    }
+    let at: Vec<Duration> = notion.received().iter().map(|r| r.at - t0).collect();
+    assert_eq!(at.len(), 16);
+    // The workspace's 4/s, not 2 × 10/s: 14 intervals of 250 ms after the burst of 2.
+    assert!(at[15] >= Duration::from_millis(3400), "{at:?}");
+    for i in 0..at.len() {
+        for j in i..at.len() {
+            let window = (at[j] - at[i]).as_secs_f64();
+            let allowed = (4.0 * (window + 0.1)).floor() as usize + 2;
+            assert!(
+                j - i < allowed,
+                "{} arrivals within {window:.3} s: {at:?}",
+                j - i + 1
+            );
+        }
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

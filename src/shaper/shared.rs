@@ -96,7 +96,7 @@ pub struct SharedStatus {
 
 impl Shared {
     /// Connects lazily: a Redis that is down at start-up makes the replica start degraded, not
-    /// fail. Errs only on a malformed URL.
+    /// fail (one `PING` at once finds out). Errs only on a malformed URL. Needs a tokio runtime.
     pub fn new(cfg: SharedBudgets) -> Result<Arc<Self>, SharedError> {
         let client = redis::Client::open(cfg.redis_url.as_str())?;
         let conn = ConnectionManager::new_lazy_with_config(
@@ -115,6 +115,13 @@ impl Shared {
             state: Mutex::default(),
         });
         metrics::shared_budgets(true);
+        // Learn at start-up whether Redis is there, rather than at the first request.
+        let first = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = first.ping().await {
+                first.degrade(&e);
+            }
+        });
         Ok(shared)
     }
 

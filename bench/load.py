@@ -19,18 +19,13 @@ this machine is shared and its speed drifts. Every run must answer 200 to every 
 """
 import argparse
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target/release"
+from common import RELEASE, free_port, load, require_built, start, stop, wait_listening
 
 NGINX_CONF = """
 worker_processes 1;
@@ -63,50 +58,6 @@ http {{
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port} after {timeout} s")
-
-
-def start(argv, env=None):
-    return subprocess.Popen(argv, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(proc):
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def load(port, connections, seconds):
-    out = subprocess.run(
-        [str(RELEASE / "examples/loadgen"), f"http://127.0.0.1:{port}/v1/users/me",
-         str(connections), str(seconds)],
-        check=True, capture_output=True, text=True)
-    r = json.loads(out.stdout)
-    if r["errors"] or not r["requests"]:
-        raise SystemExit(f"run against port {port} had {r['errors']} errors: {r}\n{out.stderr[-2000:]}")
-    return r
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -115,10 +66,8 @@ def main():
     ap.add_argument("--no-nginx", action="store_true", help="leave nginx out even if installed")
     a = ap.parse_args()
 
-    for binary in ("notion-gateway", "examples/loadgen", "examples/static_upstream",
-                   "examples/bare_proxy"):
-        if not (RELEASE / binary).exists():
-            raise SystemExit(f"{RELEASE / binary} missing: cargo build --release --bins --examples")
+    require_built("notion-gateway", "examples/loadgen", "examples/static_upstream",
+                  "examples/bare_proxy")
 
     up_port = free_port()
     upstream = start([str(RELEASE / "examples/static_upstream"), f"127.0.0.1:{up_port}"])

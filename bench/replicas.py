@@ -16,45 +16,16 @@
 """
 import asyncio
 import json
-import os
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target/release"
+from common import RELEASE, ROOT, free_port, load, require_built, start, stop, wait_listening
 FAKE = ROOT.parent / "shared/bench/fake_notion.py"
 TOKEN = "ntn_replicas_bench_token"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(argv, env=None):
-    return subprocess.Popen(argv, env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def wait_listening(port, proc, timeout=30.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{proc.args[0]} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def gateway(port, upstream, env):
@@ -79,21 +50,10 @@ async def shape(ports):
     return res, t0
 
 
-def load(port, seconds, connections):
-    out = subprocess.run([str(RELEASE / "examples/loadgen"), f"http://127.0.0.1:{port}/v1/users/me",
-                          str(connections), str(seconds)], check=True, capture_output=True, text=True)
-    r = json.loads(out.stdout)
-    if r["errors"]:
-        raise SystemExit(f"errors: {r}")
-    return r
-
-
 def main():
     if not shutil.which("redis-server"):
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
-    for b in ("notion-gateway", "examples/loadgen", "examples/static_upstream"):
-        if not (RELEASE / b).exists():
-            raise SystemExit(f"{RELEASE / b} missing: cargo build --release --bins --examples")
+    require_built("notion-gateway", "examples/loadgen", "examples/static_upstream")
     procs = []
     tmp = tempfile.mkdtemp(prefix="ngw-replicas-")
     try:
@@ -136,13 +96,13 @@ def main():
             procs.append(gateway(p, f"http://127.0.0.1:{uport}", env))
             wait_listening(p, procs[-1])
             targets[name] = p
-            load(p, 1, 32)
+            load(p, 32, 1)
         med = {}
         for conns in (1, 32):
             runs = {n: [] for n in targets}
             for rnd in range(3):
                 for name, p in targets.items():
-                    r = load(p, 5, conns)
+                    r = load(p, conns, 5)
                     runs[name].append(r)
                     print(f"{conns:2d} connection(s), round {rnd + 1} {name:6s} {r['rps']:8.0f} req/s"
                           f"  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms", flush=True)
@@ -160,11 +120,7 @@ def main():
                           "load_medians": med}))
     finally:
         for p in reversed(procs):
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -49,7 +49,8 @@ pub const REJECTIONS: &str = "notion_gateway_rejections_total";
 /// With `limits.backend = "redis"`: 1 while budgets are shared through Redis, 0 while this
 /// replica works alone on its local share because Redis is unreachable.
 pub const SHARED_BUDGETS: &str = "notion_gateway_shared_budgets";
-/// Redis calls that failed or timed out, by `op` (`reserve`, `pause`, `refund`, `probe`).
+/// Redis calls that failed or timed out, by `op` (`reserve`, `pause`, `refund`, `probe`,
+/// `load`).
 pub const REDIS_ERRORS: &str = "notion_gateway_redis_errors_total";
 /// One Redis call of the shared budgets, by `op`.
 pub const REDIS_CALL_DURATION: &str = "notion_gateway_redis_call_duration_seconds";

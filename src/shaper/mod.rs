@@ -248,9 +248,13 @@ impl Remote {
 
     /// This key as a call sends it; marks the current rate as written.
     fn spec(&mut self, budget: &Budget) -> KeySpec {
-        let (interval_us, tolerance_us) = budget.shared_spec();
         let changed = (budget.effective_rate() - self.reported).abs() > 1e-9;
         self.reported = budget.effective_rate();
+        self.key_spec(budget, changed)
+    }
+
+    fn key_spec(&self, budget: &Budget, changed: bool) -> KeySpec {
+        let (interval_us, tolerance_us) = budget.shared_spec();
         KeySpec {
             key: self.key.clone(),
             interval_us,
@@ -884,11 +888,14 @@ impl State {
             .filter_map(|k| lanes.get(k))
             .map(|l| l.queue.len())
             .sum();
-        let Some(lane) = group.waiting.front().and_then(|k| lanes.get_mut(k)) else {
+        let Some((lane_key, lane)) = group
+            .waiting
+            .front()
+            .and_then(|&k| Some((k, lanes.get_mut(&k)?)))
+        else {
             group.dispatcher = None;
             return Plan::Done;
         };
-        let lane_key = group.waiting.front().copied().unwrap_or_default();
         // Recovery steps first, as the local dispatcher does: a step changes the rate sent.
         lane.budget.catch_up(now);
         if let Some(b) = group.shared.as_mut() {
@@ -974,16 +981,14 @@ impl State {
         let Some(lane) = self.lanes.get(&lane_key) else {
             return Vec::new();
         };
-        let spec = |r: &Remote, b: &Budget| KeySpec {
-            key: r.key.clone(),
-            interval_us: b.shared_spec().0,
-            tolerance_us: b.shared_spec().1,
-            changed: false,
-        };
-        let mut keys: Vec<KeySpec> = lane.remote.iter().map(|r| spec(r, &lane.budget)).collect();
+        let mut keys: Vec<KeySpec> = lane
+            .remote
+            .iter()
+            .map(|r| r.key_spec(&lane.budget, false))
+            .collect();
         if let Some(g) = self.groups.get(&lane.group) {
             if let (Some(r), Some(b)) = (&g.remote, &g.shared) {
-                keys.push(spec(r, b));
+                keys.push(r.key_spec(b, false));
             }
         }
         keys

@@ -225,6 +225,19 @@ impl Shared {
         op: &'static str,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, SharedError> {
+        let result = self.timed(op, fut).await;
+        if let Err(e) = &result {
+            self.degrade(e);
+        }
+        result
+    }
+
+    /// Runs one call under `limits.redis_timeout`, timed in the metrics.
+    async fn timed<T>(
+        &self,
+        op: &'static str,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, SharedError> {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.cfg.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
@@ -232,9 +245,6 @@ impl Shared {
             Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
         };
         metrics::redis_call(op, started.elapsed(), result.is_ok());
-        if let Err(e) = &result {
-            self.degrade(e);
-        }
         result
     }
 
@@ -265,28 +275,15 @@ impl Shared {
     /// One `PING` under the timeout.
     pub async fn ping(&self) -> Result<(), SharedError> {
         let mut conn = self.conn.clone();
-        let started = Instant::now();
-        let result = match tokio::time::timeout(
-            self.cfg.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(SharedError::Redis(e)),
-            Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
-        };
-        metrics::redis_call("probe", started.elapsed(), result.is_ok());
-        result
+        self.timed("probe", redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+            .map(drop)
     }
 
     /// Loads the script (what `doctor` checks) and returns its SHA-1.
     pub async fn load_script(&self) -> Result<String, SharedError> {
         let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.cfg.timeout, self.script.load_async(&mut conn)).await {
-            Ok(r) => Ok(r?),
-            Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
-        }
+        self.timed("load", self.script.load_async(&mut conn)).await
     }
 }
 

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use notion_gateway::catalogue;
 use notion_gateway::config::{self, Overrides};
 use notion_gateway::headers;
-use notion_gateway::limiter::Gcra;
+use notion_gateway::shaper::limiter::Gcra;
 use notion_gateway::shaper::Shaper;
 
 const PAGE: &str = "/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5";

@@ -86,7 +86,7 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
 /// Where budgets live: `{"mode": "local"}`, or the shared budgets' state (`shared`, or
 /// `local_share` while Redis is unreachable). The Redis URL is shown without its password.
 fn budgets_status(gw: &Gateway) -> serde_json::Value {
-    match gw.shaper.shared_status() {
+    match gw.shaper.redis_status() {
         None => serde_json::json!({"mode": "local"}),
         Some(s) => {
             serde_json::to_value(s).unwrap_or_else(|_| serde_json::json!({"mode": "unknown"}))
@@ -161,7 +161,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         return GatewayError::NotFound("/metrics (another metrics recorder is installed)".into())
             .to_response("");
     };
-    let body = crate::metrics::render(handle, &gw.shaper.snapshot());
+    let body = crate::metrics::render(handle, gw.shaper.snapshot().gauges());
     (
         [(
             http::header::CONTENT_TYPE,

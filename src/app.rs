@@ -55,11 +55,11 @@ impl Gateway {
         hard_stop: watch::Receiver<bool>,
     ) -> Result<Self, crate::body::BoxError> {
         let upstream = Upstream::new(&config.upstream)?;
-        let shared = match config.limits.shared.clone() {
-            Some(cfg) => Some(crate::shaper::shared::Shared::new(cfg)?),
+        let redis = match config.limits.shared.clone() {
+            Some(cfg) => Some(crate::shaper::redis::RedisBudgets::new(cfg)?),
             None => None,
         };
-        let shaper = Shaper::with_shared(config.limits.clone(), shared);
+        let shaper = Shaper::with_redis(config.limits.clone(), redis);
         let retries = crate::retry::Retries::new(config.retry.clone());
         Ok(Self {
             config,

@@ -18,8 +18,8 @@
 //! * [`body`]: streaming bodies with stall timeouts and size limits.
 //! * [`error`]: every answer the gateway gives by itself, in Notion's JSON shape.
 //! * [`identity`]: tokens reduced to short hashes.
-//! * [`limiter`]: GCRA budget of one key, a pure function of time (the shaper builds on it).
-//! * [`shaper`]: per-token and per-workspace budgets, fair queues, Notion's 429/529.
+//! * [`shaper`]: per-token and per-workspace budgets (GCRA in [`shaper::limiter`]), fair
+//!   queues, Notion's 429/529; budgets in this process or in Redis.
 //! * [`admin`]: `/healthz`, `/readyz`, `/status`.
 //! * [`telemetry`]: logging and the per-request event.
 //! * [`metrics`]: metric names and the calls that record them.
@@ -37,7 +37,6 @@ pub mod doctor;
 pub mod error;
 pub mod headers;
 pub mod identity;
-pub mod limiter;
 pub mod metrics;
 pub mod proxy;
 pub mod retry;

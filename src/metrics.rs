@@ -12,8 +12,6 @@ use std::time::Duration;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::shaper::Snapshot;
-
 /// Requests answered, by `route`, `method` and `status`.
 pub const REQUESTS: &str = "notion_gateway_requests_total";
 /// Declared request body sizes, by `result` (`ok`: status below 400, `error`): errors
@@ -200,13 +198,23 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
 }
 
-/// The Prometheus text for `GET /metrics`: the shaper's gauges are set from `snapshot` first.
-pub fn render(handle: &PrometheusHandle, snapshot: &Snapshot) -> String {
-    for k in snapshot.tokens.iter().chain(&snapshot.workspaces) {
-        let key = k.key.clone();
-        metrics::gauge!(QUEUE_DEPTH, "integration" => key.clone()).set(k.queued as f64);
-        metrics::gauge!(EFFECTIVE_RATE, "integration" => key.clone()).set(k.effective_rate);
-        metrics::gauge!(PAUSED, "integration" => key).set(k.paused_for_s.unwrap_or(0.0));
+/// One budget key's gauges, as the shaper reports them when `/metrics` is read.
+#[derive(Debug, Clone)]
+pub struct KeyGauges {
+    /// The `integration` label: a configured name, a workspace, or a token's hash prefix.
+    pub integration: String,
+    pub queued: usize,
+    pub effective_rate: f64,
+    pub paused_s: f64,
+}
+
+/// The Prometheus text for `GET /metrics`: the shaper's gauges are set from `keys` first.
+pub fn render(handle: &PrometheusHandle, keys: impl IntoIterator<Item = KeyGauges>) -> String {
+    for k in keys {
+        metrics::gauge!(QUEUE_DEPTH, "integration" => k.integration.clone()).set(k.queued as f64);
+        metrics::gauge!(EFFECTIVE_RATE, "integration" => k.integration.clone())
+            .set(k.effective_rate);
+        metrics::gauge!(PAUSED, "integration" => k.integration).set(k.paused_s);
     }
     metrics::gauge!(IN_FLIGHT).set(IN_FLIGHT_NOW.load(std::sync::atomic::Ordering::Relaxed) as f64);
     handle.run_upkeep();

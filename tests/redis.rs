@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use http::Method;
 use notion_gateway::config::SharedBudgets;
-use notion_gateway::limiter::Gcra;
-use notion_gateway::shaper::shared::script_source;
+use notion_gateway::shaper::limiter::Gcra;
+use notion_gateway::shaper::redis::script_source;
 use support::*;
 use tokio::time::Instant;
 

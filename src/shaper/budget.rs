@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::limiter::Gcra;
+use super::limiter::Gcra;
 
 /// Jitter between the gateway's releases and Notion's arrivals absorbed without a 429 (see
 /// [`Gcra::with_slack`]). Costs this much once per backlog. In gatebench `multi` (60 new

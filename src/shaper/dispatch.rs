@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::budget::Budget;
-use super::state::{GroupId, State};
+use super::state::{GroupId, PaidBy, Release, State};
 use super::Inner;
 
 /// One group's dispatcher: sleep until the next release is due (or a new lane joins), release,
@@ -93,7 +93,11 @@ impl State {
                         .is_none_or(|b| b.admit(now, true).is_ok());
                 debug_assert!(admitted, "released a request its budget did not admit");
                 lane.last_used = now;
-                if w.tx.send(now).is_ok() {
+                let release = Release {
+                    at: now,
+                    paid_by: PaidBy::Process,
+                };
+                if w.tx.send(release).is_ok() {
                     break;
                 }
                 lane.budget.refund(now);

@@ -68,7 +68,7 @@ use tokio::time::Instant;
 use crate::config::LimitsConfig;
 use budget::Pushback;
 use redis::RedisBudgets;
-use state::{GroupId, State, Waiter};
+use state::{GroupId, Release, State, Waiter};
 use wait::WaitGuard;
 
 pub use outcomes::{Outcomes, UpstreamStatus, OUTCOMES};
@@ -341,7 +341,9 @@ impl Shaper {
             None => None,
         };
         match released {
-            Some(admitted_at) => {
+            Some(Release {
+                at: admitted_at, ..
+            }) => {
                 guard.rx = None; // Released: nothing to undo.
                 Ok(Ticket {
                     lane: lane_key,

@@ -67,8 +67,25 @@ pub(super) struct Group {
 /// A waiting request.
 pub(super) struct Waiter {
     pub id: u64,
-    /// Receives the admission instant.
-    pub tx: oneshot::Sender<Instant>,
+    /// Receives the release.
+    pub tx: oneshot::Sender<Release>,
+}
+
+/// A waiter's release: when, and which budget paid for it (what a refund must go back to).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Release {
+    pub at: Instant,
+    pub paid_by: PaidBy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PaidBy {
+    /// The budgets kept in this process (`limits.backend = "local"`).
+    Process,
+    /// A slot reserved in Redis.
+    Redis,
+    /// The replica's local share, while Redis is unreachable.
+    LocalShare,
 }
 
 impl State {

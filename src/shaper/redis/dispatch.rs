@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{KeySpec, RedisBudgets, Reservation};
 use crate::shaper::budget::Budget;
 use crate::shaper::limiter::Gcra;
-use crate::shaper::state::{GroupId, State};
+use crate::shaper::state::{GroupId, PaidBy, Release, State};
 use crate::shaper::Inner;
 
 /// A budget's side in Redis, as this replica last saw it.
@@ -190,13 +190,13 @@ impl State {
 
     /// Hands the slot due at `now` to the next live waiter of `lane_key`; false when none is
     /// left (the slot is then given back).
-    fn hand_over(&mut self, gid: &GroupId, lane_key: u64, now: Instant) -> bool {
+    fn hand_over(&mut self, gid: &GroupId, lane_key: u64, now: Instant, paid_by: PaidBy) -> bool {
         let Some(lane) = self.lanes.get_mut(&lane_key) else {
             return false;
         };
         let mut handed = false;
         while let Some((_, w)) = lane.queue.pop() {
-            if w.tx.send(now).is_ok() {
+            if w.tx.send(Release { at: now, paid_by }).is_ok() {
                 lane.last_used = now;
                 handed = true;
                 break;
@@ -209,6 +209,23 @@ impl State {
             }
         }
         handed
+    }
+
+    /// Gives back a slot the local share admitted at `now` for `lane_key` that nobody took.
+    pub(in crate::shaper) fn refund_local_share(&mut self, lane_key: u64, now: Instant) {
+        let Some(lane) = self.lanes.get_mut(&lane_key) else {
+            return;
+        };
+        if let Some(r) = lane.remote.as_mut() {
+            r.fallback.refund(now);
+        }
+        if let Some(r) = self
+            .groups
+            .get_mut(&lane.group)
+            .and_then(|g| g.remote.as_mut())
+        {
+            r.fallback.refund(now);
+        }
     }
 
     /// The Redis keys a release of `lane_key` spent, to give a slot back.
@@ -252,7 +269,10 @@ pub(in crate::shaper) async fn run(
                 continue;
             }
             Plan::Local { lane } => {
-                inner.lock().hand_over(&gid, lane, now);
+                let mut st = inner.lock();
+                if !st.hand_over(&gid, lane, now, PaidBy::LocalShare) {
+                    st.refund_local_share(lane, now);
+                }
                 continue;
             }
             Plan::Reserve {
@@ -273,7 +293,9 @@ pub(in crate::shaper) async fn run(
                 Err(_) => continue,
             },
         };
-        let handed = inner.lock().hand_over(&gid, lane, Instant::now());
+        let handed = inner
+            .lock()
+            .hand_over(&gid, lane, Instant::now(), PaidBy::Redis);
         if !handed {
             let _ = redis.refund(&keys).await;
         }

@@ -1,0 +1,108 @@
+//! The request pipeline: a proxied request's life from the caller to Notion and back, in
+//! pingora's phases, one module each:
+//!
+//! 1. *request filter* ([`request::filter`]): an `Authorization` header must be present, the
+//!    endpoint is classified ([`crate::catalogue`]), the body must fit `server.max_body` and is
+//!    read into memory when it is small enough to go again;
+//! 2. *upstream request* ([`request::UpstreamRequest`]): headers rewritten
+//!    ([`crate::headers`]), URI built by [`crate::upstream`];
+//! 3. *the attempt loop* ([`attempt::run`]): wait for the budget ([`crate::shaper`]), one
+//!    attempt, and one outcome per attempt: an answer to pass on, Notion's 429/529 (the key is
+//!    paused, [`pushback`]) or a failure a retry may repair ([`crate::retry`]);
+//! 4. *response filter* ([`response`]): hop-by-hop headers removed, the body streamed back
+//!    through a [`crate::body::GuardedBody`]; a [`GatewayError`] becomes a Notion-shaped answer;
+//! 5. *logging* ([`handle`]): one event per request, and the request's metrics.
+//!
+//! Deadlines: the whole pipeline up to response headers runs under `server.request_timeout`
+//! (checked at every await, so one timer serves per await rather than one per bound);
+//! one upstream attempt under `upstream.attempt_timeout`; bodies under
+//! `server.body_idle_timeout`. When the drain deadline passes during shutdown, a request that
+//! has no response yet is answered 503.
+
+mod attempt;
+mod pushback;
+mod request;
+mod response;
+
+use std::net::IpAddr;
+
+use axum::response::Response;
+use http::{HeaderValue, Request};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::app::Gateway;
+use crate::error::GatewayError;
+use crate::metrics;
+use crate::telemetry::{self, RequestLog};
+
+/// Path prefixes that are forwarded; anything else is answered by the gateway itself.
+pub const PROXIED_PREFIXES: [&str; 2] = ["/v1/", "/admin/v1/"];
+
+/// Whether a path is forwarded to Notion.
+pub fn is_proxied(path: &str) -> bool {
+    PROXIED_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// Proxies one `/v1/*` or `/admin/v1/*` request and logs it.
+pub async fn handle(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    id: &HeaderValue,
+) -> Response {
+    let start = Instant::now();
+    let _in_flight = metrics::InFlight::start();
+    let mut log = RequestLog::new(&req, id);
+
+    let deadline = start + gw.config.server.request_timeout;
+    let outcome = tokio::select! {
+        r = forward(gw, req, peer, deadline, &mut log) => r,
+        () = gw.hard_stopped() => Err(GatewayError::ShuttingDown),
+    };
+
+    let mut response = match outcome {
+        Ok(resp) => resp,
+        Err(err) => {
+            log.error = Some(err.reason());
+            if err.is_rejection() {
+                metrics::rejection(err.reason());
+            }
+            err.to_response(id.to_str().unwrap_or(""))
+        }
+    };
+    response::annotate(&mut response, &log);
+    let took = start.elapsed();
+    log.finish(&response, took);
+    metrics::request(
+        log.route,
+        &log.method,
+        response.status().as_u16(),
+        took,
+        log.request_bytes,
+    );
+    telemetry::log_request(&log);
+    response
+}
+
+/// The pipeline up to the response head: request filter, upstream request, attempt loop.
+async fn forward(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    peer: IpAddr,
+    deadline: Instant,
+    log: &mut RequestLog,
+) -> Result<Response, GatewayError> {
+    let filtered = request::filter(gw, req, peer, deadline, log).await?;
+    let upstream =
+        request::UpstreamRequest::new(gw, filtered.parts, filtered.endpoint, filtered.body)?;
+    attempt::run(
+        gw,
+        upstream,
+        &filtered.credential,
+        filtered.caller,
+        deadline,
+        log,
+    )
+    .await
+}

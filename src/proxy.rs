@@ -25,11 +25,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::app::Gateway;
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue;
 use crate::config::Config;
 use crate::error::{retry_after_secs, GatewayError};
+use crate::gateway::Gateway;
 use crate::headers::{self, ATTEMPTS, GATEWAY_CLIENT, QUEUE_WAIT};
 use crate::metrics;
 use crate::retry::{self, Failure};

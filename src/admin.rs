@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::HeaderValue;
 
-use crate::app::Gateway;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::headers::REQUEST_ID;
 
 pub async fn healthz() -> Response {

@@ -75,6 +75,24 @@ pub enum GatewayError {
     /// The gateway is draining and the drain deadline passed before this request finished.
     #[error("the gateway is shutting down; retry against another instance or in a moment")]
     ShuttingDown,
+    /// A proxied path with a dot segment or an encoded separator (see `crate::path`): it
+    /// could name something outside `/v1/` once an upstream or CDN normalises it. Notion's own
+    /// answer to a bad URL is 400 `invalid_request_url` "Invalid request URL"
+    /// (https://developers.notion.com/reference/status-codes).
+    #[error("Invalid request URL: the path has {0}, which is never forwarded")]
+    InvalidPath(&'static str),
+    /// More than one `Authorization` header: which one is charged and which one Notion reads
+    /// would be a guess.
+    #[error("the request has more than one Authorization header; send exactly one")]
+    DuplicateAuthorization,
+    /// `Connection` names an end-to-end header the gateway needs (RFC 9110 §7.6.1: a sender
+    /// must not).
+    #[error("the Connection header names {0}, an end-to-end header; remove it from Connection")]
+    ConnectionNamesEndToEnd(&'static str),
+    /// Every one of the `server.max_connections` connections has a request in progress; this
+    /// connection (from the reserve kept for health probes) cannot take a proxied request.
+    #[error("all {0} client connections (server.max_connections) are busy; retry in a moment")]
+    ConnectionsBusy(usize),
 }
 
 impl GatewayError {
@@ -93,8 +111,11 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | ConnectionsBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unauthorized => StatusCode::UNAUTHORIZED,
+            InvalidPath(_) | DuplicateAuthorization | ConnectionNamesEndToEnd(_) => {
+                StatusCode::BAD_REQUEST
+            }
             QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -110,8 +131,10 @@ impl GatewayError {
             HeadersTooLarge { .. } | BodyTooLarge { .. } => "validation_error",
             UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => "bad_gateway",
             UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
-            ShuttingDown => "service_unavailable",
+            ShuttingDown | ConnectionsBusy(_) => "service_unavailable",
             Unauthorized => "unauthorized",
+            InvalidPath(_) => "invalid_request_url",
+            DuplicateAuthorization | ConnectionNamesEndToEnd(_) => "invalid_request",
             QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => "rate_limited",
         }
     }
@@ -119,7 +142,7 @@ impl GatewayError {
     /// Seconds for `Retry-After`, for the answers that carry one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::ShuttingDown => Some(1),
+            GatewayError::ShuttingDown | GatewayError::ConnectionsBusy(_) => Some(1),
             GatewayError::QueueFull { retry_after, .. }
             | GatewayError::WaitTooLong { retry_after }
             | GatewayError::QueueExpired { retry_after } => Some(*retry_after),
@@ -148,6 +171,10 @@ impl GatewayError {
             QueueFull { .. } => "queue_full",
             WaitTooLong { .. } => "max_wait",
             QueueExpired { .. } => "queue_expired",
+            InvalidPath(_) => "invalid_path",
+            DuplicateAuthorization => "duplicate_authorization",
+            ConnectionNamesEndToEnd(_) => "connection_names_end_to_end",
+            ConnectionsBusy(_) => "connections_busy",
         }
     }
 

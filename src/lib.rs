@@ -8,8 +8,9 @@
 //!
 //! * [`config`]: layered configuration (defaults < file < env < flags), validated into [`Config`].
 //! * [`server`]: [`run`] — accept loop, connection timeouts, graceful drain.
-//! * [`app`]: shared [`app::Gateway`] state, routes, and the guard that keeps it from being
-//!   an open proxy.
+//! * [`app`]: the HTTP surface: routes, and the guard that keeps it from being an open proxy.
+//! * [`gateway`]: the state every connection and request shares ([`gateway::Gateway`]).
+//! * [`request_id`]: `x-request-id` values the gateway makes.
 //! * [`proxy`]: the request pipeline, caller → Notion → caller.
 //! * [`catalogue`]: every Notion endpoint, its route label and what a repeat of it would do.
 //! * [`retry`]: which failed attempts go again, backoff, the retry budget.
@@ -35,10 +36,12 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod gateway;
 pub mod headers;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod request_id;
 pub mod retry;
 pub mod server;
 pub mod shaper;

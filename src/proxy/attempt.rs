@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::pushback::{self, PushedBack};
 use super::request::UpstreamRequest;
 use super::response::{buffered_response, caller_response};
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue::Endpoint;
 use crate::config::Config;

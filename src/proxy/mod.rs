@@ -31,7 +31,7 @@ use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::telemetry::{self, RequestLog};

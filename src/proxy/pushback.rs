@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::response::buffered_response;
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::error::retry_after_secs;
 use crate::metrics;
 use crate::shaper::budget::Pushback;

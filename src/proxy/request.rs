@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::app::Gateway;
+use crate::gateway::Gateway;
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue::{self, Endpoint};
 use crate::config::Config;

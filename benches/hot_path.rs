@@ -54,6 +54,7 @@ fn shaper_admit_release(c: &mut Criterion) {
     // A budget that always has room: this measures the bookkeeping, not the waiting.
     limits.rate = 1e9;
     limits.burst = 1_000_000;
+    limits.per_minute = 100_000_000;
     let shaper = Shaper::new(limits);
     let caller = shaper.caller(Some(b"sync-job"), [127, 0, 0, 1].into());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -66,6 +67,7 @@ fn shaper_admit_release(c: &mut Criterion) {
                 .acquire(
                     black_box(b"secret_benchmark_token"),
                     caller,
+                    "/v1/users/me",
                     deadline,
                     false,
                 )
@@ -84,7 +86,13 @@ fn shaper_admit_release(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) % tokens.len();
             let ticket = shaper
-                .acquire(black_box(&tokens[i]), caller, deadline, false)
+                .acquire(
+                    black_box(&tokens[i]),
+                    caller,
+                    "/v1/users/me",
+                    deadline,
+                    false,
+                )
                 .now_or_never();
             match ticket {
                 Some(Ok(t)) => drop(black_box(t)),

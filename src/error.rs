@@ -69,6 +69,10 @@ pub enum GatewayError {
     /// The predicted queue wait exceeds `limits.max_wait` or the request's deadline.
     #[error("this token's budget is spoken for: the predicted wait of {retry_after} s exceeds limits.max_wait or the request deadline; retry after {retry_after} s")]
     WaitTooLong { retry_after: u64 },
+    /// Notion answered this token `public_api_request_blocked` ("This connection's API access
+    /// has been restricted. Retrying won't help."): answered here until its `Retry-After`.
+    #[error("Notion restricted this token's API access (public_api_request_blocked); retrying won't help before {retry_after} s have passed. Contact Notion support")]
+    Blocked { retry_after: u64 },
     /// The request's deadline passed while it waited (Notion paused or slowed the token).
     #[error("the request waited for this token's budget until its deadline; retry after {retry_after} s")]
     QueueExpired { retry_after: u64 },
@@ -116,7 +120,7 @@ impl GatewayError {
             InvalidPath(_) | DuplicateAuthorization | ConnectionNamesEndToEnd(_) => {
                 StatusCode::BAD_REQUEST
             }
-            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => {
+            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } | Blocked { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
         }
@@ -135,7 +139,9 @@ impl GatewayError {
             Unauthorized => "unauthorized",
             InvalidPath(_) => "invalid_request_url",
             DuplicateAuthorization | ConnectionNamesEndToEnd(_) => "invalid_request",
-            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => "rate_limited",
+            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } | Blocked { .. } => {
+                "rate_limited"
+            }
         }
     }
 
@@ -145,7 +151,8 @@ impl GatewayError {
             GatewayError::ShuttingDown | GatewayError::ConnectionsBusy(_) => Some(1),
             GatewayError::QueueFull { retry_after, .. }
             | GatewayError::WaitTooLong { retry_after }
-            | GatewayError::QueueExpired { retry_after } => Some(*retry_after),
+            | GatewayError::QueueExpired { retry_after }
+            | GatewayError::Blocked { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -171,6 +178,7 @@ impl GatewayError {
             QueueFull { .. } => "queue_full",
             WaitTooLong { .. } => "max_wait",
             QueueExpired { .. } => "queue_expired",
+            Blocked { .. } => "blocked",
             InvalidPath(_) => "invalid_path",
             DuplicateAuthorization => "duplicate_authorization",
             ConnectionNamesEndToEnd(_) => "connection_names_end_to_end",
@@ -236,6 +244,7 @@ impl GatewayError {
             },
             Refusal::WaitTooLong { .. } => GatewayError::WaitTooLong { retry_after },
             Refusal::Expired { .. } => GatewayError::QueueExpired { retry_after },
+            Refusal::Blocked { .. } => GatewayError::Blocked { retry_after },
         }
     }
 }

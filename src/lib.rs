@@ -13,6 +13,7 @@
 //! * [`request_id`]: `x-request-id` values the gateway makes.
 //! * [`proxy`]: the request pipeline, caller → Notion → caller.
 //! * [`catalogue`]: every Notion endpoint, its route label and what a repeat of it would do.
+//! * [`rate_limit`]: what Notion's 429/529 say (`Retry-After`, `rate_limit_reason`).
 //! * [`retry`]: which failed attempts go again, backoff, the retry budget.
 //! * [`upstream`]: the only code that talks to Notion (pool, TLS, corporate proxy).
 //! * [`headers`]: hop-by-hop rules, `Host`, `Notion-Version`.
@@ -41,6 +42,7 @@ pub mod headers;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod request_id;
 pub mod retry;
 pub mod server;

@@ -423,14 +423,17 @@ async fn a_workspace_budget_holds_across_replicas_and_tokens() {
         cfg.limits.workspaces.insert(
             acme.clone(),
             WorkspaceBudget {
-                rate: 4.0,
-                burst: 2,
+                rate: Some(4.0),
+                burst: Some(2),
+                ..Default::default()
             },
         );
         for (name, token) in [("sync", "ntn_sync"), ("wiki", "ntn_wiki")] {
             cfg.limits.integrations.push(Integration {
                 name: name.into(),
                 token_sha256: sha2::Sha256::digest(token).into(),
+                plan: notion_gateway::config::Plan::Standard,
+                per_minute: 180,
                 rate: 10.0,
                 burst: 2,
                 workspace: Some(acme.clone()),

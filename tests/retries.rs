@@ -149,6 +149,7 @@ async fn a_create_whose_connection_was_never_made_goes_again() {
     cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
     cfg.upstream.connect_timeout = Duration::from_secs(1);
     cfg.retry.max_attempts = 10;
+    cfg.limits.discover_workspaces = false;
     let gw = TestGateway::start(cfg).await;
     let page = serde_json::json!({"parent": {"page_id": "x"}, "properties": {}});
     let call = tokio::spawn(gw.send_detached(json_request(&gw, Method::POST, "/v1/pages", page)));

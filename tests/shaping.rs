@@ -1,4 +1,4 @@
-//! Shaping (PRODUCT.md P2), black-box: the real gateway over real sockets in front of the fake
+//! Shaping (docs/behaviour.md §2), black-box: the real gateway over real sockets in front of the fake
 //! Notion, on tokio's paused clock, so every instant below is exact rather than a sleep and
 //! a hope.
 
@@ -328,14 +328,17 @@ fn workspace_config(notion: &FakeNotion) -> notion_gateway::Config {
     cfg.limits.workspaces.insert(
         acme.clone(),
         WorkspaceBudget {
-            rate: 10.0,
-            burst: 10,
+            rate: Some(10.0),
+            burst: Some(10),
+            ..Default::default()
         },
     );
     for (name, token) in [("sync", "ntn_sync"), ("wiki", "ntn_wiki")] {
         cfg.limits.integrations.push(Integration {
             name: Arc::from(name),
             token_sha256: sha(token),
+            plan: notion_gateway::config::Plan::Standard,
+            per_minute: 180,
             rate: 10.0,
             burst: 10,
             workspace: Some(acme.clone()),
@@ -347,7 +350,10 @@ fn workspace_config(notion: &FakeNotion) -> notion_gateway::Config {
 #[tokio::test(start_paused = true)]
 async fn a_workspace_429_pauses_every_token_of_the_workspace() {
     let notion = FakeNotion::start().await;
-    notion.push(Reply::rate_limited_because(3, "workspace_rate_limit"));
+    notion.push(Reply::rate_limited_because(
+        3,
+        "public_api_space_request_rate_limit",
+    ));
     let gw = TestGateway::start(workspace_config(&notion)).await;
     let t0 = Instant::now();
     let sync = tokio::spawn(gw.send_detached(get_as(&gw, "/v1/users/sync", "ntn_sync")));
@@ -387,8 +393,9 @@ async fn a_workspace_budget_is_shared_by_its_tokens() {
     cfg.limits.workspaces.insert(
         Arc::from("acme"),
         WorkspaceBudget {
-            rate: 2.0,
-            burst: 1,
+            rate: Some(2.0),
+            burst: Some(1),
+            ..Default::default()
         },
     );
     let gw = TestGateway::start(cfg).await;
@@ -413,7 +420,9 @@ async fn a_workspace_budget_is_shared_by_its_tokens() {
 async fn an_upstream_stricter_than_the_configuration_is_learned() {
     let notion = FakeNotion::start().await;
     notion.limit(1.0, 1); // the plan allows a third of the configured 3/s
-    let gw = TestGateway::start(config_for(&notion)).await;
+                          // The GCRA model of Notion's limit (before 2026), answered without a rate_limit_reason:
+                          // the gateway slows the token's smoothing rate down.
+    let gw = TestGateway::start(budget(&notion, 3.0, 3)).await;
     let batch = |n: usize| -> Vec<_> {
         (0..n)
             .map(|i| {

@@ -56,12 +56,21 @@ pub struct RetryConfig {
     pub unsafe_routes: Vec<(http::Method, &'static str)>,
 }
 
-/// Shaping (PRODUCT.md P2): budgets, queue bounds, integrations and workspaces.
+/// Shaping (docs/behaviour.md §2): budgets, queue bounds, integrations and workspaces.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
-    /// Requests per second and burst of a token without its own `[[integrations]]` entry.
+    /// The plan of a token without its own `[[integrations]]` entry.
+    pub plan: Plan,
+    /// Its budget per 60-second window (the plan's, unless set).
+    pub per_minute: u32,
+    /// Its smoothing rate (requests per second) and burst: `per_minute / 60` and
+    /// `per_minute / 6` unless set.
     pub rate: f64,
     pub burst: u32,
+    /// Resends of one request after Notion's 429/529 before the 429 goes to the caller.
+    pub max_resends: u32,
+    /// Learn each token's workspace from `GET /v1/users/me`.
+    pub discover_workspaces: bool,
     /// Requests that may wait per token; beyond it, an immediate 429.
     pub max_queue: usize,
     /// Longest predicted queue wait accepted; beyond it, an immediate 429.
@@ -86,20 +95,54 @@ pub struct SharedBudgets {
     pub prefix: String,
 }
 
+/// Notion's per-connection budget by the workspace's plan (docs/behaviour.md §2): "Business
+/// and Enterprise: 600 requests per minute; all other plans: 180 requests per minute"
+/// (<https://developers.notion.com/reference/request-limits>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Standard,
+    Business,
+}
+
+impl Plan {
+    /// Requests per 60-second window.
+    pub fn per_minute(self) -> u32 {
+        match self {
+            Plan::Standard => 180,
+            Plan::Business => 600,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Plan::Standard => "standard",
+            Plan::Business => "business",
+        }
+    }
+}
+
 /// A token the configuration knows by name. The token itself is never kept, only its SHA-256.
 #[derive(Debug, Clone)]
 pub struct Integration {
     pub name: Arc<str>,
     pub token_sha256: [u8; 32],
+    pub plan: Plan,
+    pub per_minute: u32,
     pub rate: f64,
     pub burst: u32,
     pub workspace: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A configured workspace: its Notion id (so discovered tokens join it) and what is known of
+/// its budget. Notion does not publish workspace limits: without `per_minute` the gateway
+/// learns it from Notion's 429s.
+#[derive(Debug, Clone, Default)]
 pub struct WorkspaceBudget {
-    pub rate: f64,
-    pub burst: u32,
+    pub id: Option<Arc<str>>,
+    pub per_minute: Option<u32>,
+    /// A smoothing rate and burst for the whole workspace (both, or neither).
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
 }
 
 /// The client-facing side.
@@ -529,19 +572,57 @@ fn validate_limits(
     bad: &dyn Fn(&'static str, String) -> ConfigError,
     env: EnvLookup<'_>,
 ) -> Result<LimitsConfig, ConfigError> {
-    fn budget(rate: f64, burst: u32) -> Result<(), String> {
-        if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
+    fn rate_ok(rate: f64) -> Result<(), String> {
+        if !(rate.is_finite() && (0.0..=1_000_000.0).contains(&rate)) {
             return Err(format!(
-                "rate {rate} must be a number of requests per second above 0"
+                "rate {rate} must be a number of requests per second, 0 for the window budget / 60"
             ));
-        }
-        if burst == 0 {
-            return Err("burst must be at least 1".into());
         }
         Ok(())
     }
+    fn plan_of(name: &str) -> Result<Plan, String> {
+        match name {
+            "standard" => Ok(Plan::Standard),
+            "business" => Ok(Plan::Business),
+            other => Err(format!(
+                "`{other}` is not a plan: \"standard\" (180 requests per minute) or \"business\" (600, Business and Enterprise)"
+            )),
+        }
+    }
+    /// What a key gets: its window budget, and a smoothing rate and burst derived from it
+    /// unless set (0 = unset).
+    fn resolve(plan: Plan, per_minute: u32, rate: f64, burst: u32) -> (u32, f64, u32) {
+        let per_minute = if per_minute == 0 {
+            plan.per_minute()
+        } else {
+            per_minute
+        };
+        let rate = if rate > 0.0 {
+            rate
+        } else {
+            f64::from(per_minute) / 60.0
+        };
+        let burst = if burst > 0 {
+            burst
+        } else {
+            (per_minute / 6).max(1)
+        };
+        (per_minute, rate, burst)
+    }
+    const MAX_PER_MINUTE: u32 = 100_000_000;
     let l = &raw.limits;
-    budget(l.rate, l.burst).map_err(|p| bad("limits.rate", p))?;
+    let plan = plan_of(&l.plan).map_err(|p| bad("limits.plan", p))?;
+    if l.per_minute > MAX_PER_MINUTE {
+        return Err(bad(
+            "limits.per_minute",
+            format!("must be at most {MAX_PER_MINUTE} (0: the plan's)"),
+        ));
+    }
+    rate_ok(l.rate).map_err(|p| bad("limits.rate", p))?;
+    if l.max_resends > 20 {
+        return Err(bad("limits.max_resends", "must be at most 20".into()));
+    }
+    let (per_minute, rate, burst) = resolve(plan, l.per_minute, l.rate, l.burst);
     if l.max_queue == 0 {
         return Err(bad("limits.max_queue", "must be at least 1".into()));
     }
@@ -553,10 +634,34 @@ fn validate_limits(
     }
     let mut workspaces = std::collections::HashMap::new();
     for (name, w) in &raw.workspaces {
-        budget(w.rate, w.burst).map_err(|p| bad("workspaces", format!("`{name}`: {p}")))?;
+        let problem = |p: String| bad("workspaces", format!("`{name}`: {p}"));
+        match (w.rate, w.burst) {
+            (Some(r), Some(b)) if r > 0.0 && b > 0 => rate_ok(r).map_err(problem)?,
+            (None, None) => {}
+            _ => {
+                return Err(problem(
+                    "set both rate (above 0) and burst (at least 1), or neither".into(),
+                ))
+            }
+        }
+        if w.per_minute.is_some_and(|n| n == 0 || n > MAX_PER_MINUTE) {
+            return Err(problem(format!(
+                "per_minute must be from 1 to {MAX_PER_MINUTE}"
+            )));
+        }
+        let id = w.id.as_deref().map(str::trim).filter(|i| !i.is_empty());
+        if id
+            .is_some_and(|i| i.len() > 64 || !i.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        {
+            return Err(problem(
+                "id must be the workspace's id as Notion gives it (bot.workspace_id of GET /v1/users/me)".into(),
+            ));
+        }
         workspaces.insert(
             Arc::from(name.as_str()),
             WorkspaceBudget {
+                id: id.map(Arc::from),
+                per_minute: w.per_minute,
                 rate: w.rate,
                 burst: w.burst,
             },
@@ -584,9 +689,23 @@ fn validate_limits(
                 ))
             }
         };
-        let rate = i.rate.unwrap_or(l.rate);
-        let burst = i.burst.unwrap_or(l.burst);
-        budget(rate, burst).map_err(problem)?;
+        let own_budget = i.plan.is_some() || i.per_minute.is_some();
+        let i_plan = match &i.plan {
+            Some(p) => plan_of(p).map_err(problem)?,
+            None => plan,
+        };
+        if i.per_minute.is_some_and(|n| n > MAX_PER_MINUTE) {
+            return Err(problem(format!(
+                "per_minute must be at most {MAX_PER_MINUTE}"
+            )));
+        }
+        let i_rate = i.rate.unwrap_or(if own_budget { 0.0 } else { l.rate });
+        rate_ok(i_rate).map_err(problem)?;
+        let i_burst = i.burst.unwrap_or(if own_budget { 0 } else { l.burst });
+        let i_per_minute = i
+            .per_minute
+            .unwrap_or(if own_budget { 0 } else { l.per_minute });
+        let (i_per_minute, rate, burst) = resolve(i_plan, i_per_minute, i_rate, i_burst);
         let workspace = match &i.workspace {
             None => None,
             Some(w) => Some(
@@ -607,6 +726,8 @@ fn validate_limits(
         integrations.push(Integration {
             name: Arc::from(i.name.as_str()),
             token_sha256: digest,
+            plan: i_plan,
+            per_minute: i_per_minute,
             rate,
             burst,
             workspace,
@@ -668,8 +789,12 @@ fn validate_limits(
     };
     Ok(LimitsConfig {
         shared,
-        rate: l.rate,
-        burst: l.burst,
+        plan,
+        per_minute,
+        rate,
+        burst,
+        max_resends: l.max_resends,
+        discover_workspaces: l.discover_workspaces,
         max_queue: l.max_queue,
         max_wait: l.max_wait,
         adaptive: l.adaptive,

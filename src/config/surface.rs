@@ -124,12 +124,22 @@ impl Default for RawLog {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
+    /// Notion's per-connection budget by workspace plan: "standard" or "business".
+    pub plan: String,
+    /// Requests per 60-second window; 0 = the plan's.
+    pub per_minute: u32,
+    /// Smoothing rate (requests per second); 0 = the window budget / 60.
     pub rate: f64,
+    /// Smoothing burst; 0 = a sixth of the window budget.
     pub burst: u32,
     pub max_queue: usize,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     pub adaptive: bool,
+    /// Times one request is sent again after Notion's 429/529 before the 429 goes to the caller.
+    pub max_resends: u32,
+    /// Learn each token's workspace from `GET /v1/users/me`.
+    pub discover_workspaces: bool,
     /// `X-Gateway-Client` value -> weight (default 1).
     pub client_weights: BTreeMap<String, u32>,
     /// Where budgets live: "local" (this process) or "redis" (shared by replicas).
@@ -149,11 +159,15 @@ pub struct RawLimits {
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
-            rate: 3.0,
-            burst: 3,
+            plan: "standard".into(),
+            per_minute: 0,
+            rate: 0.0,
+            burst: 0,
             max_queue: 1000,
             max_wait: Duration::from_secs(30),
             adaptive: true,
+            max_resends: 5,
+            discover_workspaces: true,
             client_weights: BTreeMap::new(),
             backend: "local".into(),
             redis_url: None,
@@ -175,6 +189,10 @@ pub struct RawIntegration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
@@ -185,8 +203,18 @@ pub struct RawIntegration {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkspace {
-    pub rate: f64,
-    pub burst: u32,
+    /// Notion's id of the workspace (`bot.workspace_id` of `GET /v1/users/me`): tokens found
+    /// to be in it join this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The workspace's budget per 60-second window, if known (Notion does not publish it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    /// A smoothing rate and burst for the whole workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

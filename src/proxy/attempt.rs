@@ -15,18 +15,19 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::discovery;
 use super::pushback::{self, PushedBack};
 use super::request::UpstreamRequest;
 use super::response::{buffered_response, caller_response};
-use crate::gateway::Gateway;
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue::Endpoint;
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::headers;
 use crate::metrics;
 use crate::retry::{self, Failure};
-use crate::shaper::{Caller, Ticket};
+use crate::shaper::{Caller, Limit, Ticket};
 use crate::telemetry::RequestLog;
 
 /// What one upstream attempt came to.
@@ -120,12 +121,14 @@ pub(super) async fn run(
     gw.retries.record_request();
     let mut held: Option<Held> = None;
     let mut failures = 0u32;
+    let mut resends = 0u32;
     loop {
         let acquired = gw
             .shaper
             .acquire(
                 headers::credential_of(credential),
                 caller,
+                endpoint.template,
                 deadline,
                 held.is_some(),
             )
@@ -143,13 +146,25 @@ pub(super) async fn run(
 
         let request = req.build()?;
         let result = send(gw, request, &ticket, endpoint, deadline, log).await;
-        match outcome(gw, &ticket, result, deadline).await {
+        match outcome(gw, &ticket, &req, result, deadline).await {
             Outcome::Answer(answer) => return answer,
             Outcome::PushedBack(p) => {
-                // Sent again, first in line, if the body can be replayed and the deadline
-                // allows.
-                if !req.replayable() {
+                // Sent again, first in line, if the body can be replayed, Notion did not say
+                // retrying is useless, resends are left and the deadline allows.
+                resends += 1;
+                if !req.replayable()
+                    || p.limit == Limit::Blocked
+                    || resends > gw.config.limits.max_resends
+                {
                     return Ok(p.into_response());
+                }
+                let backoff = pushback::resend_backoff(resends, fastrand::f64());
+                if !backoff.is_zero() {
+                    let at = p.paused_until.max(Instant::now()) + backoff;
+                    if at >= deadline {
+                        return Ok(p.into_response());
+                    }
+                    tokio::time::sleep_until(at).await;
                 }
                 held = Some(Held::PushedBack(p));
             }
@@ -196,6 +211,7 @@ async fn send(
 async fn outcome(
     gw: &Gateway,
     ticket: &Ticket,
+    req: &UpstreamRequest,
     result: Result<http::Response<Incoming>, GatewayError>,
     deadline: Instant,
 ) -> Outcome {
@@ -206,6 +222,14 @@ async fn outcome(
                 Outcome::PushedBack(pushback::notion_pushed_back(gw, ticket, resp, deadline).await)
             }
             s @ (500 | 502 | 503 | 504 | 409) => Outcome::Failed(Failure::Status(s), Ok(resp)),
+            _ if discovery::wanted(ticket, resp.status()) => {
+                if discovery::answers_itself(req, resp.status()) {
+                    let resp = discovery::learn_from_answer(gw, ticket, resp, deadline).await;
+                    return Outcome::Answer(Ok(resp));
+                }
+                discovery::spawn(gw, ticket, req);
+                Outcome::Answer(Ok(caller_response(cfg, resp)))
+            }
             _ => Outcome::Answer(Ok(caller_response(cfg, resp))),
         },
         Err(e @ GatewayError::UpstreamConnect { .. }) => Outcome::Failed(Failure::Connect, Err(e)),
@@ -245,7 +269,7 @@ async fn retry_or_answer(
     }
     let retry_after = match &result {
         Ok(r) if r.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
-            pushback::parse_retry_after(r.headers())
+            crate::rate_limit::header_retry_after(r.headers(), std::time::SystemTime::now())
         }
         _ => None,
     };

@@ -20,6 +20,7 @@
 //! has no response yet is answered 503.
 
 mod attempt;
+mod discovery;
 mod pushback;
 mod request;
 mod response;
@@ -31,8 +32,8 @@ use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::gateway::Gateway;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::metrics;
 use crate::telemetry::{self, RequestLog};
 

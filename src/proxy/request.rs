@@ -16,11 +16,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::gateway::Gateway;
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue::{self, Endpoint};
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::headers::{self, GATEWAY_CLIENT};
 use crate::shaper::Caller;
 use crate::telemetry::RequestLog;

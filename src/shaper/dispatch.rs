@@ -8,7 +8,6 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::budget::Budget;
 use super::state::{GroupId, PaidBy, Release, State};
 use super::Inner;
 
@@ -39,14 +38,14 @@ impl State {
                 group.dispatcher = None;
                 return None;
             }
-            let workspace_ready = group.workspace.as_ref().map(Budget::ready_at);
+            let workspace_ready = group.workspace.as_ref().map(|b| b.ready_at(now));
             let mut earliest: Option<Instant> = None;
             let mut chosen = None;
             for (i, k) in group.waiting.iter().enumerate() {
                 let Some(lane) = self.lanes.get_mut(k) else {
                     continue;
                 };
-                let ready = lane.budget.ready_at();
+                let ready = lane.budget.ready_at(now);
                 if ready <= now {
                     chosen = Some(i);
                     break;
@@ -77,8 +76,11 @@ impl State {
                 if let Some(b) = group.workspace.as_mut() {
                     b.catch_up(now);
                 }
-                let ready = lane.budget.ready_at() <= now
-                    && group.workspace.as_ref().is_none_or(|b| b.ready_at() <= now);
+                let ready = lane.budget.ready_at(now) <= now
+                    && group
+                        .workspace
+                        .as_ref()
+                        .is_none_or(|b| b.ready_at(now) <= now);
                 let Some((_, w)) = ready.then(|| lane.queue.pop()).flatten() else {
                     break;
                 };

@@ -1,13 +1,15 @@
-//! Shaping (docs/behaviour.md §2): every request waits for its token's (and workspace's) budget, in a
-//! fair queue, instead of being sent into Notion's 429s.
+//! Shaping (docs/behaviour.md §2): every request waits for its token's (and workspace's)
+//! budget, in a fair queue, instead of being sent into Notion's 429s.
 //!
 //! Vocabulary:
 //!
-//! * a **lane** is one token's budget ([`budget::Budget`]) and its waiting requests
-//!   ([`queue::FairQueue`], FIFO per caller, weighted round robin across callers);
+//! * a **lane** is one token's budget ([`budget::Budget`]: Notion's 60-second
+//!   [`window::Window`] and a smoothing GCRA) and its waiting requests ([`queue::FairQueue`],
+//!   FIFO per caller, weighted round robin across callers);
 //! * a **group** is the lanes that are released together: one lane on its own, or every lane
-//!   of a configured workspace, which then also share the workspace's budget. A request goes
-//!   when both its lane's and its workspace's budgets admit it.
+//!   of a workspace (configured, or discovered from `GET /v1/users/me`), which then also share
+//!   the workspace's budget. A request goes when both its lane's and its workspace's budgets
+//!   admit it.
 //!
 //! Each group with waiting requests has one **dispatcher** task with one timer: it sleeps until
 //! the earliest instant a budget allows a release (or until a new lane joins), releases what is
@@ -23,9 +25,12 @@
 //! removes itself from the queue; one that is released at the same moment gives its budget back.
 //! Either way it spends nothing.
 //!
-//! Notion's pushback: [`Shaper::push_back`] pauses the lane, or the workspace when Notion says
-//! the workspace limit was hit, and adapts the lane's rate ([`budget`]). The rejected request
-//! then queues again at the very front ([`Shaper::acquire`] with `first_in_line`).
+//! Notion's pushback ([`Shaper::push_back`], by the [`Limit`] Notion named): the connection's
+//! window or the workspace's is paused and learns its budget; an endpoint's own limit pauses
+//! only that endpoint of the token; a blocked token is answered here until its `Retry-After`
+//! has passed; a 429 with another reason pauses the token and slows it down ([`budget`]). The
+//! rejected request then queues again at the very front ([`Shaper::acquire`] with
+//! `first_in_line`).
 //!
 //! Everything takes `now` from tokio's clock, so tests run on a paused clock.
 //!
@@ -34,14 +39,14 @@
 //! once per new lane to match configured integrations and to name the lane (its first 12 hex
 //! digits) where no name is configured. Idle lanes whose budgets have nothing to remember are
 //! evicted.
-
 //!
 //! # Layout
 //!
-//! * [`limiter`]: GCRA, one key's budget as a pure function of time.
-//! * [`budget`]: a key's budget plus what Notion taught it (pauses, a lowered rate).
+//! * [`limiter`]: GCRA, one key's smoothing rate as a pure function of time.
+//! * [`window`]: Notion's 60-second window budget, a pure function of time.
+//! * [`budget`]: a key's window and GCRA plus what Notion taught it.
 //! * [`queue`]: the fair queue of one key's waiting requests.
-//! * `state`: lanes and groups behind the shaper's lock; new lanes; eviction.
+//! * `state`: lanes and groups behind the shaper's lock; new lanes; workspaces joined; eviction.
 //! * `dispatch`: the dispatcher of budgets kept in this process.
 //! * [`redis`]: the Redis backend (budgets shared by replicas) and its dispatcher.
 //! * `wait`: cancellation of a waiting request.
@@ -56,6 +61,7 @@ pub mod redis;
 mod state;
 pub mod status;
 mod wait;
+pub mod window;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -68,17 +74,57 @@ use tokio::time::Instant;
 use crate::config::LimitsConfig;
 use budget::Pushback;
 use redis::RedisBudgets;
-use state::{GroupId, Release, State, Waiter};
+use state::{Discovery, Group, GroupId, Release, State, Waiter};
 use wait::WaitGuard;
 
 pub use outcomes::{Outcomes, UpstreamStatus, OUTCOMES};
 pub use status::{KeyStatus, Snapshot};
 
-/// Which of Notion's limits a pushback concerns.
+/// Which of Notion's limits pushed back (`additional_data.rate_limit_reason` of a 429, or a 529;
+/// <https://developers.notion.com/reference/request-limits>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Token,
+pub enum Limit {
+    /// `public_api_request_rate_limit`: the connection's (token's) window.
+    Connection,
+    /// `public_api_space_request_rate_limit`: the workspace's limit, shared by its tokens.
     Workspace,
+    /// `public_api_endpoint_rate_limit`: this endpoint's own limit, for this token.
+    Endpoint,
+    /// `public_api_request_blocked`: the token's access is restricted; retrying won't help.
+    Blocked,
+    /// Another reason, or none: handled as the connection's, by slowing the token down.
+    Other,
+    /// 529 `service_overload`: Notion's load; the token pauses.
+    Overload,
+}
+
+impl Limit {
+    const COUNT: usize = 6;
+    /// Metric label values: bounded, whatever Notion sends.
+    pub const LABELS: [&'static str; Self::COUNT] = [
+        "public_api_request_rate_limit",
+        "public_api_space_request_rate_limit",
+        "public_api_endpoint_rate_limit",
+        "public_api_request_blocked",
+        "other",
+        "service_overload",
+    ];
+
+    fn index(self) -> usize {
+        match self {
+            Limit::Connection => 0,
+            Limit::Workspace => 1,
+            Limit::Endpoint => 2,
+            Limit::Blocked => 3,
+            Limit::Other => 4,
+            Limit::Overload => 5,
+        }
+    }
+
+    /// The bounded label of this limit.
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
 }
 
 /// A caller sharing a token with others: its identity (hashed) and its share.
@@ -92,6 +138,8 @@ pub struct Caller {
 #[derive(Debug, Clone)]
 pub struct Ticket {
     lane: u64,
+    /// The endpoint's route template.
+    route: &'static str,
     /// The lane's name: the configured integration name or the token's hash prefix.
     pub label: Arc<str>,
     /// When the budget admitted it.
@@ -100,6 +148,8 @@ pub struct Ticket {
     pub waited: Option<Duration>,
     /// Where the attempt's outcome is recorded for `/status`.
     pub outcomes: Arc<Outcomes>,
+    /// The token's workspace is not known yet: worth finding out (see [`Shaper::discovering`]).
+    pub discover: bool,
 }
 
 /// Why a request was not admitted. `retry_after` is the predicted wait.
@@ -114,6 +164,8 @@ pub enum Refusal {
     WaitTooLong { retry_after: Duration },
     /// The deadline passed while waiting (the budget slowed down or paused meanwhile).
     Expired { retry_after: Duration },
+    /// Notion restricted this token (`public_api_request_blocked`) until `retry_after` from now.
+    Blocked { retry_after: Duration },
 }
 
 impl Refusal {
@@ -121,7 +173,8 @@ impl Refusal {
         match self {
             Refusal::QueueFull { retry_after, .. }
             | Refusal::WaitTooLong { retry_after }
-            | Refusal::Expired { retry_after } => *retry_after,
+            | Refusal::Expired { retry_after }
+            | Refusal::Blocked { retry_after } => *retry_after,
         }
     }
 }
@@ -147,6 +200,26 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// What [`Shaper::acquire`] found under the lock.
+enum Entry {
+    Admitted(Ticket),
+    Refused(Refusal),
+    /// The request's endpoint is paused for this token until then: wait outside the queue.
+    EndpointPaused(Instant),
+    Queued(Queued),
+}
+
+struct Queued {
+    rx: oneshot::Receiver<Release>,
+    id: u64,
+    label: Arc<str>,
+    outcomes: Arc<Outcomes>,
+    discover: bool,
+}
+
+/// Longest pause `public_api_request_blocked` may impose without a `Retry-After`.
+pub const BLOCKED_DEFAULT: Duration = Duration::from_secs(60);
 
 impl Shaper {
     /// A shaper with budgets in this process only.
@@ -190,145 +263,34 @@ impl Shaper {
         }
     }
 
-    /// Waits until the budgets of `credential` admit one request from `caller`, or refuses at
-    /// once when the wait would be too long. `first_in_line` puts the request ahead of every
-    /// waiting one (Notion rejected it with a 429, so it already had its turn).
+    /// Waits until the budgets of `credential` admit one request from `caller` to the endpoint
+    /// `route` (a catalogue template), or refuses at once when the wait would be too long.
+    /// `first_in_line` puts the request ahead of every waiting one (Notion rejected it with a
+    /// 429, so it already had its turn).
     pub async fn acquire(
         &self,
         credential: &[u8],
         caller: Caller,
+        route: &'static str,
         deadline: Instant,
         first_in_line: bool,
     ) -> Result<Ticket, Refusal> {
         let lane_key = self.inner.hasher.hash_one(credential);
-        let (rx, waiter_id, (label, outcomes)) = {
-            let now = Instant::now();
-            let mut st = self.inner.lock();
-            let st = &mut *st;
-            st.maybe_sweep(now);
-            let inner = &self.inner;
-            let gid = st
-                .lanes
-                .entry(lane_key)
-                .or_insert_with(|| {
-                    state::new_lane(
-                        &inner.limits,
-                        inner.redis.as_ref(),
-                        credential,
-                        lane_key,
-                        &mut st.groups,
-                        now,
-                    )
-                })
-                .group
-                .clone();
-            // Requests of every token waiting for the same group (for a workspace budget).
-            let group_waiting = st.group_waiting(&gid);
-            let (Some(lane), Some(group)) = (st.lanes.get_mut(&lane_key), st.groups.get_mut(&gid))
-            else {
-                // Cannot happen: a lane's group lives as long as the lane.
-                return Err(Refusal::Expired {
-                    retry_after: Duration::from_secs(1),
-                });
-            };
-            lane.last_used = now;
-
-            // Fast path: nobody waits in the group and both budgets allow it now. Shared
-            // budgets are decided in Redis, by the dispatcher.
-            if self.inner.redis.is_none()
-                && group.waiting.is_empty()
-                && lane.budget.ready_at() <= now
-                && group.workspace.as_ref().is_none_or(|b| b.ready_at() <= now)
-            {
-                let _ = lane.budget.admit(now, false);
-                if let Some(b) = group.workspace.as_mut() {
-                    let _ = b.admit(now, false);
-                }
-                return Ok(Ticket {
-                    lane: lane_key,
-                    label: lane.label.clone(),
-                    admitted_at: now,
-                    waited: None,
-                    outcomes: lane.outcomes.clone(),
-                });
+        let queued = loop {
+            match self.enter(credential, lane_key, caller, route, deadline, first_in_line) {
+                Entry::Admitted(t) => return Ok(t),
+                Entry::Refused(r) => return Err(r),
+                // Checked against max_wait and the deadline already; nothing is held meanwhile.
+                Entry::EndpointPaused(until) => tokio::time::sleep_until(until).await,
+                Entry::Queued(q) => break q,
             }
-
-            let limits = &self.inner.limits;
-            let ahead = if first_in_line {
-                0
-            } else {
-                lane.queue.ahead_of_new(&caller.key, caller.weight)
-            };
-            let mut wait = lane.budget.predicted_wait(now, ahead);
-            if let Some(ws) = group.workspace.as_ref() {
-                wait = wait.max(ws.predicted_wait(now, group_waiting));
-            }
-            if let Some(s) = &self.inner.redis {
-                let on = s.is_connected();
-                if let Some(r) = &lane.remote {
-                    wait = wait.max(r.predicted_wait(&lane.budget, now, ahead, on));
-                }
-                if let (Some(r), Some(b)) = (&group.remote, &group.workspace) {
-                    wait = wait.max(r.predicted_wait(b, now, group_waiting, on));
-                }
-            }
-            if !first_in_line && lane.queue.len() >= limits.max_queue {
-                return Err(Refusal::QueueFull {
-                    queued: lane.queue.len(),
-                    retry_after: wait,
-                });
-            }
-            if (!first_in_line && wait > limits.max_wait) || now + wait > deadline {
-                return Err(Refusal::WaitTooLong { retry_after: wait });
-            }
-
-            let (tx, rx) = oneshot::channel();
-            st.next_waiter += 1;
-            let id = st.next_waiter;
-            let waiter = Waiter { id, tx };
-            let was_idle = lane.queue.is_empty();
-            if first_in_line {
-                lane.queue.push_front(&caller.key, caller.weight, waiter);
-            } else {
-                lane.queue.push_back(&caller.key, caller.weight, waiter);
-            }
-            if was_idle {
-                if first_in_line {
-                    group.waiting.push_front(lane_key);
-                } else {
-                    group.waiting.push_back(lane_key);
-                }
-            } else if first_in_line {
-                group.waiting.retain(|k| *k != lane_key);
-                group.waiting.push_front(lane_key);
-            }
-            match &group.dispatcher {
-                // A new lane in the rotation may be ready before the dispatcher's next wake-up.
-                Some(notify) => {
-                    if was_idle || first_in_line {
-                        notify.notify_one();
-                    }
-                }
-                None => {
-                    let notify = Arc::new(Notify::new());
-                    group.dispatcher = Some(notify.clone());
-                    let inner = self.inner.clone();
-                    let gid = lane.group.clone();
-                    match self.inner.redis.clone() {
-                        None => drop(tokio::spawn(dispatch::run(inner, gid, notify))),
-                        Some(r) => drop(tokio::spawn(redis::run(inner, gid, notify, r))),
-                    }
-                }
-            }
-            (rx, id, (lane.label.clone(), lane.outcomes.clone()))
         };
-
         let mut guard = WaitGuard {
             inner: &self.inner,
             lane: lane_key,
             caller: caller.key,
-            id: waiter_id,
-            rx: Some(rx),
+            id: queued.id,
+            rx: Some(queued.rx),
         };
         let waited_since = Instant::now();
         // The dispatcher never drops a live waiter's sender, so anything but a release is the
@@ -347,10 +309,12 @@ impl Shaper {
                 guard.rx = None; // Released: nothing to undo.
                 Ok(Ticket {
                     lane: lane_key,
-                    label,
+                    route,
+                    label: queued.label,
                     admitted_at,
                     waited: Some(admitted_at.saturating_duration_since(waited_since)),
-                    outcomes,
+                    outcomes: queued.outcomes,
+                    discover: queued.discover,
                 })
             }
             None => {
@@ -365,54 +329,281 @@ impl Shaper {
         }
     }
 
-    /// Notion answered 429 or 529 to a request released with `ticket`: pause the lane (or its
-    /// workspace, for `Scope::Workspace`) for `retry_after` and adapt its rate. Returns until
-    /// when the key is paused.
-    pub fn push_back(
+    /// The locked part of [`Shaper::acquire`]: the lane (created for a new token), then the
+    /// fast path, an early refusal, or a place in the queue.
+    fn enter(
         &self,
-        ticket: &Ticket,
-        scope: Scope,
-        kind: Pushback,
-        retry_after: Duration,
-    ) -> Instant {
+        credential: &[u8],
+        lane_key: u64,
+        caller: Caller,
+        route: &'static str,
+        deadline: Instant,
+        first_in_line: bool,
+    ) -> Entry {
+        let inner = &self.inner;
+        let limits = &inner.limits;
+        let now = Instant::now();
+        let mut st = inner.lock();
+        let st = &mut *st;
+        st.maybe_sweep(now);
+        let gid = st
+            .lanes
+            .entry(lane_key)
+            .or_insert_with(|| {
+                state::new_lane(
+                    limits,
+                    inner.redis.as_ref(),
+                    credential,
+                    lane_key,
+                    &mut st.groups,
+                    now,
+                )
+            })
+            .group
+            .clone();
+        // Requests of every token waiting for the same group (for a workspace budget).
+        let group_waiting = st.group_waiting(&gid);
+        let (Some(lane), Some(group)) = (st.lanes.get_mut(&lane_key), st.groups.get_mut(&gid))
+        else {
+            // Cannot happen: a lane's group lives as long as the lane.
+            return Entry::Refused(Refusal::Expired {
+                retry_after: Duration::from_secs(1),
+            });
+        };
+        lane.last_used = now;
+        if let Some(until) = lane.blocked_until.filter(|t| *t > now) {
+            return Entry::Refused(Refusal::Blocked {
+                retry_after: until - now,
+            });
+        }
+        lane.endpoint_pauses.retain(|(_, t)| *t > now);
+        if let Some(&(_, until)) = lane.endpoint_pauses.iter().find(|(r, _)| *r == route) {
+            let wait = until - now;
+            if (!first_in_line && wait > limits.max_wait) || until > deadline {
+                return Entry::Refused(Refusal::WaitTooLong { retry_after: wait });
+            }
+            return Entry::EndpointPaused(until);
+        }
+        let discover = matches!(lane.discovery, Discovery::Unknown { not_before } if not_before.is_none_or(|t| t <= now));
+
+        // Fast path: nobody waits in the group and both budgets allow it now. Redis budgets
+        // are decided in Redis, by the dispatcher.
+        if inner.redis.is_none()
+            && group.waiting.is_empty()
+            && lane.budget.ready_at(now) <= now
+            && group
+                .workspace
+                .as_ref()
+                .is_none_or(|b| b.ready_at(now) <= now)
+        {
+            let _ = lane.budget.admit(now, false);
+            if let Some(b) = group.workspace.as_mut() {
+                let _ = b.admit(now, false);
+            }
+            return Entry::Admitted(Ticket {
+                lane: lane_key,
+                route,
+                label: lane.label.clone(),
+                admitted_at: now,
+                waited: None,
+                outcomes: lane.outcomes.clone(),
+                discover,
+            });
+        }
+
+        let ahead = if first_in_line {
+            0
+        } else {
+            lane.queue.ahead_of_new(&caller.key, caller.weight)
+        };
+        let mut wait = lane.budget.predicted_wait(now, ahead);
+        if let Some(ws) = group.workspace.as_ref() {
+            wait = wait.max(ws.predicted_wait(now, group_waiting));
+        }
+        if let Some(s) = &inner.redis {
+            let on = s.is_connected();
+            if let Some(r) = &lane.remote {
+                wait = wait.max(r.predicted_wait(&lane.budget, now, ahead, on));
+            }
+            if let (Some(r), Some(b)) = (&group.remote, &group.workspace) {
+                wait = wait.max(r.predicted_wait(b, now, group_waiting, on));
+            }
+        }
+        if !first_in_line && lane.queue.len() >= limits.max_queue {
+            return Entry::Refused(Refusal::QueueFull {
+                queued: lane.queue.len(),
+                retry_after: wait,
+            });
+        }
+        if (!first_in_line && wait > limits.max_wait) || now + wait > deadline {
+            return Entry::Refused(Refusal::WaitTooLong { retry_after: wait });
+        }
+
+        let (tx, rx) = oneshot::channel();
+        st.next_waiter += 1;
+        let id = st.next_waiter;
+        let waiter = Waiter { id, tx };
+        let was_idle = lane.queue.is_empty();
+        if first_in_line {
+            lane.queue.push_front(&caller.key, caller.weight, waiter);
+        } else {
+            lane.queue.push_back(&caller.key, caller.weight, waiter);
+        }
+        if was_idle {
+            if first_in_line {
+                group.waiting.push_front(lane_key);
+            } else {
+                group.waiting.push_back(lane_key);
+            }
+        } else if first_in_line {
+            group.waiting.retain(|k| *k != lane_key);
+            group.waiting.push_front(lane_key);
+        }
+        // A new lane in the rotation may be ready before the dispatcher's next wake-up.
+        self.wake_dispatcher(group, &gid, was_idle || first_in_line);
+        Entry::Queued(Queued {
+            rx,
+            id,
+            label: lane.label.clone(),
+            outcomes: lane.outcomes.clone(),
+            discover,
+        })
+    }
+
+    /// Makes sure group `gid`, which has waiting requests, has a dispatcher: starts one, or
+    /// (`nudge`) wakes the running one to look again.
+    fn wake_dispatcher(&self, group: &mut Group, gid: &GroupId, nudge: bool) {
+        match &group.dispatcher {
+            Some(notify) => {
+                if nudge {
+                    notify.notify_one();
+                }
+            }
+            None => {
+                let notify = Arc::new(Notify::new());
+                group.dispatcher = Some(notify.clone());
+                let inner = self.inner.clone();
+                let gid = gid.clone();
+                match self.inner.redis.clone() {
+                    None => drop(tokio::spawn(dispatch::run(inner, gid, notify))),
+                    Some(r) => drop(tokio::spawn(redis::run(inner, gid, notify, r))),
+                }
+            }
+        }
+    }
+
+    /// Notion answered 429 or 529 to a request released with `ticket`, naming `limit`: pause
+    /// what it names for `retry_after` and learn from it. Returns until when the request's
+    /// key is paused (for `Blocked`: until when the token is answered here).
+    pub fn push_back(&self, ticket: &Ticket, limit: Limit, retry_after: Duration) -> Instant {
         let now = Instant::now();
         let mut st = self.inner.lock();
         let st = &mut *st;
         let Some(lane) = st.lanes.get_mut(&ticket.lane) else {
             return now + retry_after;
         };
-        let workspace = match (&lane.group, scope) {
-            (GroupId::Workspace(_), Scope::Workspace) => st
-                .groups
-                .get_mut(&lane.group)
-                .and_then(|g| g.workspace.as_mut()),
-            _ => None,
+        lane.pushbacks.count(limit);
+        let group = st.groups.get_mut(&lane.group);
+        let until = now + retry_after;
+        // The budget paused, and how.
+        let (kind, in_workspace) = match limit {
+            Limit::Endpoint => {
+                match lane
+                    .endpoint_pauses
+                    .iter_mut()
+                    .find(|(r, _)| *r == ticket.route)
+                {
+                    Some((_, t)) => *t = (*t).max(until),
+                    None => lane.endpoint_pauses.push((ticket.route, until)),
+                }
+                return until;
+            }
+            Limit::Blocked => {
+                let until = now + retry_after.min(Duration::from_secs(3600));
+                lane.blocked_until = Some(lane.blocked_until.map_or(until, |t| t.max(until)));
+                return until;
+            }
+            Limit::Connection => (Pushback::WindowLimited, false),
+            Limit::Other => (Pushback::RateLimited, false),
+            Limit::Overload => (Pushback::Overloaded, false),
+            // Only a lane in a workspace group knows its workspace's budget; one whose workspace
+            // is not known yet just pauses (nothing of its own was over).
+            Limit::Workspace => match group.as_ref().is_some_and(|g| g.workspace.is_some()) {
+                true => (Pushback::WindowLimited, true),
+                false => (Pushback::PauseOnly, false),
+            },
         };
-        let budget = match workspace {
-            Some(b) => b,
-            None => &mut lane.budget,
+        let (budget, remote) = match (in_workspace, group) {
+            (true, Some(g)) => {
+                g.pushbacks.count(limit);
+                match g.workspace.as_mut() {
+                    Some(b) => (b, g.remote.as_mut()),
+                    None => (&mut lane.budget, lane.remote.as_mut()),
+                }
+            }
+            _ => (&mut lane.budget, lane.remote.as_mut()),
         };
         budget.push_back(kind, ticket.admitted_at, retry_after, now);
         let until = budget.paused_until(now).unwrap_or(now);
-        if let Some(s) = &self.inner.redis {
+        if let (Some(s), Some(remote)) = (&self.inner.redis, remote) {
             // Every replica holds: the pause (and a rate this one lowered) goes to Redis. The
             // local pause already holds this replica while the call is on its way.
-            let remote = match (&lane.group, scope) {
-                (GroupId::Workspace(_), Scope::Workspace) => st
-                    .groups
-                    .get_mut(&lane.group)
-                    .and_then(|g| Some((g.remote.as_mut()?, g.workspace.as_ref()?))),
-                _ => lane.remote.as_mut().map(|r| (r, &lane.budget)),
-            };
-            if let Some((remote, budget)) = remote {
-                let spec = remote.spec(budget);
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let _ = s.pause(&[spec], retry_after).await;
-                });
-            }
+            let spec = remote.spec(budget);
+            let s = s.clone();
+            tokio::spawn(async move {
+                let _ = s.pause(&[spec], retry_after).await;
+            });
         }
         until
+    }
+
+    /// Claims the discovery of `ticket`'s workspace: true once per token (again after a failed
+    /// attempt, a minute later), when its workspace is not known. The caller then finds it out
+    /// and reports with [`Shaper::discovered`].
+    pub fn discovering(&self, ticket: &Ticket) -> bool {
+        if !ticket.discover {
+            return false;
+        }
+        let now = Instant::now();
+        let mut st = self.inner.lock();
+        match st.lanes.get_mut(&ticket.lane) {
+            Some(lane) => match lane.discovery {
+                Discovery::Unknown { not_before } if not_before.is_none_or(|t| t <= now) => {
+                    lane.discovery = Discovery::Pending;
+                    true
+                }
+                _ => false,
+            },
+            None => false,
+        }
+    }
+
+    /// What discovery found for `ticket`'s token: its workspace's Notion id (the lane joins
+    /// that workspace), or nothing (tried again a minute later).
+    pub fn discovered(&self, ticket: &Ticket, workspace_id: Option<&str>) {
+        let now = Instant::now();
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        let st = &mut *st;
+        let Some(id) = workspace_id else {
+            if let Some(lane) = st.lanes.get_mut(&ticket.lane) {
+                if matches!(
+                    lane.discovery,
+                    Discovery::Pending | Discovery::Unknown { .. }
+                ) {
+                    lane.discovery = Discovery::Unknown {
+                        not_before: Some(now + Duration::from_secs(60)),
+                    };
+                }
+            }
+            return;
+        };
+        let joined = st.join_workspace(&inner.limits, inner.redis.as_ref(), ticket.lane, id, now);
+        if let Some(gid) = joined {
+            if let Some(group) = st.groups.get_mut(&gid) {
+                self.wake_dispatcher(group, &gid, true);
+            }
+        }
     }
 
     /// Every key's state, for `/status`.

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 pub struct Outcomes {
     ok: AtomicU64,
     client_errors: AtomicU64,
+    /// Notion's 429s and 529s, counted apart from other 4xx and 5xx answers.
+    pushed_back: AtomicU64,
     server_errors: AtomicU64,
     transport_errors: AtomicU64,
     /// Index into [`OUTCOMES`] + 1 of the last attempt; 0: none yet.
@@ -33,8 +35,9 @@ impl Outcomes {
     pub fn record(&self, outcome: &'static str) {
         let counter = match outcome {
             "2xx" => &self.ok,
-            "4xx" | "429" => &self.client_errors,
-            "529" | "5xx" => &self.server_errors,
+            "4xx" => &self.client_errors,
+            "429" | "529" => &self.pushed_back,
+            "5xx" => &self.server_errors,
             _ => &self.transport_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -54,6 +57,7 @@ impl Outcomes {
         UpstreamStatus {
             ok: self.ok.load(Ordering::Relaxed),
             client_errors: self.client_errors.load(Ordering::Relaxed),
+            pushed_back: self.pushed_back.load(Ordering::Relaxed),
             server_errors: self.server_errors.load(Ordering::Relaxed),
             transport_errors: self.transport_errors.load(Ordering::Relaxed),
             last: (last > 0).then(|| OUTCOMES[usize::from(last - 1).min(8)]),
@@ -66,7 +70,11 @@ impl Outcomes {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct UpstreamStatus {
     pub ok: u64,
+    /// 4xx answers other than 429.
     pub client_errors: u64,
+    /// Notion's 429 and 529 answers (their reasons are in the key's `notion_pushbacks`).
+    pub pushed_back: u64,
+    /// 5xx answers other than 529.
     pub server_errors: u64,
     pub transport_errors: u64,
     pub last: Option<&'static str>,

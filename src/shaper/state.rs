@@ -17,7 +17,9 @@ use super::budget::Budget;
 use super::outcomes::Outcomes;
 use super::queue::FairQueue;
 use super::redis::{RedisBudgets, RemoteBudget};
-use crate::config::LimitsConfig;
+use super::window::Window;
+use super::Limit;
+use crate::config::{LimitsConfig, WorkspaceBudget};
 use crate::identity::TokenId;
 
 /// Lanes idle this long (and with nothing to remember) are evicted; also how often the
@@ -50,6 +52,50 @@ pub(super) struct Lane {
     pub last_used: Instant,
     /// With Redis budgets: the budget's key in Redis and what this replica knows of it.
     pub remote: Option<RemoteBudget>,
+    /// Endpoints of this token Notion paused (`public_api_endpoint_rate_limit`), and until
+    /// when; at most one entry per route template of the catalogue.
+    pub endpoint_pauses: Vec<(&'static str, Instant)>,
+    /// Notion restricted this token (`public_api_request_blocked`): answered here until then.
+    pub blocked_until: Option<Instant>,
+    /// Whether this token's workspace is known, or being found out.
+    pub discovery: Discovery,
+    /// Notion's 429s and 529s for this token, by what they named.
+    pub pushbacks: Pushbacks,
+    /// The plan its window budget comes from (`custom` for an explicit `per_minute`).
+    pub plan: &'static str,
+}
+
+/// Finding out a token's workspace (`GET /v1/users/me`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Discovery {
+    /// Not wanted: the workspace is configured, or discovery is switched off.
+    Off,
+    /// Not known yet; not to be tried again before `not_before` after a failed attempt.
+    Unknown {
+        not_before: Option<Instant>,
+    },
+    /// A discovery call is on its way.
+    Pending,
+    Done,
+}
+
+/// Notion's pushbacks counted by [`Limit`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Pushbacks([u64; Limit::COUNT]);
+
+impl Pushbacks {
+    pub fn count(&mut self, limit: Limit) {
+        self.0[limit.index()] += 1;
+    }
+
+    /// `(label, count)` for every limit counted at least once.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Limit::LABELS
+            .iter()
+            .zip(self.0)
+            .filter(|(_, n)| *n > 0)
+            .map(|(l, n)| (*l, n))
+    }
 }
 
 /// Lanes released together, and the workspace budget they share.
@@ -62,6 +108,8 @@ pub(super) struct Group {
     pub waiting: VecDeque<u64>,
     /// The running dispatcher's wake-up, if one runs.
     pub dispatcher: Option<Arc<Notify>>,
+    /// Notion's 429s for the workspace's limit.
+    pub pushbacks: Pushbacks,
 }
 
 /// A waiting request.
@@ -115,7 +163,9 @@ impl State {
         self.lanes.retain(|_, l| {
             !(l.queue.is_empty()
                 && now.saturating_duration_since(l.last_used) >= EVICT_AFTER
-                && l.budget.is_rested(now))
+                && l.budget.is_rested(now)
+                && l.blocked_until.is_none_or(|t| t <= now)
+                && l.endpoint_pauses.iter().all(|(_, t)| *t <= now))
         });
         let lanes = &self.lanes;
         self.groups.retain(|id, g| {
@@ -141,9 +191,18 @@ pub(super) fn new_lane(
         .integrations
         .iter()
         .find(|i| i.token_sha256 == digest);
-    let (label, rate, burst, group) = match integration {
+    let plan_of = |plan: crate::config::Plan, per_minute: u32| {
+        if per_minute == plan.per_minute() {
+            plan.name()
+        } else {
+            "custom"
+        }
+    };
+    let (label, plan, per_minute, rate, burst, group) = match integration {
         Some(i) => (
             i.name.clone(),
+            plan_of(i.plan, i.per_minute),
+            i.per_minute,
             i.rate,
             i.burst,
             match &i.workspace {
@@ -153,36 +212,22 @@ pub(super) fn new_lane(
         ),
         None => (
             Arc::from(TokenId::of(credential).as_str()),
+            plan_of(limits.plan, limits.per_minute),
+            limits.per_minute,
             limits.rate,
             limits.burst,
             GroupId::Solo(key),
         ),
     };
-    groups.entry(group.clone()).or_insert_with(|| {
-        let workspace = match &group {
-            GroupId::Workspace(w) => limits
-                .workspaces
-                .get(w)
-                .map(|ws| Budget::new(ws.rate, ws.burst, limits.adaptive, now)),
-            GroupId::Solo(_) => None,
-        };
-        let remote = match (&group, &workspace, redis) {
-            (GroupId::Workspace(w), Some(b), Some(r)) => Some(RemoteBudget::new(
-                r.workspace_key(w),
-                b,
-                r.local_share(),
-                now,
-            )),
-            _ => None,
-        };
-        Group {
-            workspace,
-            remote,
-            waiting: VecDeque::new(),
-            dispatcher: None,
-        }
-    });
-    let budget = Budget::new(rate, burst, limits.adaptive, now);
+    let discovery = match group {
+        GroupId::Solo(_) if limits.discover_workspaces => Discovery::Unknown { not_before: None },
+        _ => Discovery::Off,
+    };
+    groups
+        .entry(group.clone())
+        .or_insert_with(|| new_group(limits, redis, &group, per_minute, now));
+    let budget =
+        Budget::new(rate, burst, limits.adaptive, now).with_window(Window::new(per_minute, now));
     Lane {
         label,
         outcomes: Arc::default(),
@@ -192,5 +237,108 @@ pub(super) fn new_lane(
         budget,
         queue: FairQueue::new(),
         last_used: now,
+        endpoint_pauses: Vec::new(),
+        blocked_until: None,
+        discovery,
+        pushbacks: Pushbacks::default(),
+        plan,
+    }
+}
+
+/// A group for `gid`, whose first member has a window budget of `member_per_minute`. A
+/// workspace's budget is the configured one, or — Notion does not publish it — a provisional
+/// guess of two members' budgets that grows while it is used and is learned from Notion's
+/// 429s ([`Window::provisional`]).
+fn new_group(
+    limits: &LimitsConfig,
+    redis: Option<&Arc<RedisBudgets>>,
+    gid: &GroupId,
+    member_per_minute: u32,
+    now: Instant,
+) -> Group {
+    let workspace = match gid {
+        GroupId::Workspace(w) => Some(workspace_budget(
+            limits.workspaces.get(w),
+            member_per_minute,
+            limits.adaptive,
+            now,
+        )),
+        GroupId::Solo(_) => None,
+    };
+    let remote = match (gid, &workspace, redis) {
+        (GroupId::Workspace(w), Some(b), Some(r)) => Some(RemoteBudget::new(
+            r.workspace_key(w),
+            b,
+            r.local_share(),
+            now,
+        )),
+        _ => None,
+    };
+    Group {
+        workspace,
+        remote,
+        waiting: VecDeque::new(),
+        dispatcher: None,
+        pushbacks: Pushbacks::default(),
+    }
+}
+
+fn workspace_budget(
+    cfg: Option<&WorkspaceBudget>,
+    member_per_minute: u32,
+    adaptive: bool,
+    now: Instant,
+) -> Budget {
+    let window = match cfg.and_then(|c| c.per_minute) {
+        Some(n) => Window::new(n, now),
+        None => Window::provisional(member_per_minute.saturating_mul(2), now),
+    };
+    let budget = match cfg.and_then(|c| Some((c.rate?, c.burst?))) {
+        Some((rate, burst)) => Budget::new(rate, burst, adaptive, now),
+        None => Budget::unsmoothed(adaptive, now),
+    };
+    budget.with_window(window)
+}
+
+impl State {
+    /// The token of `lane_key` turned out to be in the workspace of Notion id `id`: its lane
+    /// joins that workspace's group (the configured workspace of that id, if any), unless its
+    /// workspace is configured. Returns the group when the lane brought waiting requests to it,
+    /// so that the caller sees a dispatcher runs for them.
+    pub fn join_workspace(
+        &mut self,
+        limits: &LimitsConfig,
+        redis: Option<&Arc<RedisBudgets>>,
+        lane_key: u64,
+        id: &str,
+        now: Instant,
+    ) -> Option<GroupId> {
+        let name = limits
+            .workspaces
+            .iter()
+            .find(|(_, w)| w.id.as_deref() == Some(id))
+            .map_or_else(|| Arc::from(id), |(n, _)| n.clone());
+        let lane = self.lanes.get_mut(&lane_key)?;
+        lane.discovery = Discovery::Done;
+        if !matches!(lane.group, GroupId::Solo(_)) {
+            return None;
+        }
+        let to = GroupId::Workspace(name);
+        let from = std::mem::replace(&mut lane.group, to.clone());
+        let waiting = !lane.queue.is_empty();
+        let per_minute = lane
+            .budget
+            .window()
+            .map_or(limits.per_minute, Window::configured);
+        // The lone lane's group goes; its dispatcher, if one runs, finds no group and ends.
+        self.groups.remove(&from);
+        let group = self
+            .groups
+            .entry(to.clone())
+            .or_insert_with(|| new_group(limits, redis, &to, per_minute, now));
+        if waiting {
+            group.waiting.push_back(lane_key);
+        }
+        waiting.then_some(to)
     }
 }

@@ -155,8 +155,62 @@ struct Limit {
     rejected: Vec<tokio::time::Instant>,
 }
 
+/// Notion's limits as its request-limits page documents them (2026,
+/// <https://developers.notion.com/reference/request-limits>): per connection a fixed budget per
+/// 60-second window (the grid starts at the token's first request: the alignment where a burst
+/// on top of a steady rate overflows); per workspace a limit shared by its tokens; endpoints
+/// with their own limit; blocked connections. Over a limit: 429 `rate_limited` with
+/// `Retry-After` = whole seconds until the window resets, and the body's
+/// `additional_data.rate_limit_reason` and `additional_data.retry_after`. Rejected requests
+/// spend nothing.
+#[derive(Default)]
+struct Documented {
+    /// Budget per window of every connection (token), if enforced.
+    connection: Option<u32>,
+    windows: std::collections::HashMap<Vec<u8>, FixedWindow>,
+    /// Workspace of each token (by Authorization value), for its limit and `GET /v1/users/me`.
+    members: std::collections::HashMap<Vec<u8>, String>,
+    /// Budget per window of each workspace, and its window.
+    workspaces: std::collections::HashMap<String, (u32, FixedWindow)>,
+    /// Path prefixes with their own budget per window, per token.
+    endpoints: Vec<(String, u32)>,
+    endpoint_windows: std::collections::HashMap<(Vec<u8>, String), FixedWindow>,
+    /// Blocked tokens and the Retry-After they get.
+    blocked: std::collections::HashMap<Vec<u8>, u64>,
+    /// Every 429 these limits answered: when, and the reason.
+    rejected: Vec<(tokio::time::Instant, &'static str)>,
+}
+
+/// A fixed 60-second window whose grid starts at its first request.
+#[derive(Default, Clone, Copy)]
+struct FixedWindow {
+    start: Option<tokio::time::Instant>,
+    count: u32,
+}
+
+const NOTION_WINDOW: Duration = Duration::from_secs(60);
+
+impl FixedWindow {
+    /// Rolls the window forward to `now`; `Err(seconds until reset)` when `budget` is spent.
+    fn check(&mut self, budget: u32, now: tokio::time::Instant) -> Result<(), u64> {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now - start;
+        if elapsed >= NOTION_WINDOW {
+            let windows = (elapsed.as_secs_f64() / NOTION_WINDOW.as_secs_f64()).floor() as u32;
+            self.start = Some(start + NOTION_WINDOW * windows);
+            self.count = 0;
+        }
+        if self.count >= budget {
+            let reset = self.start.unwrap_or(now) + NOTION_WINDOW - now;
+            return Err(reset.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct State {
+    documented: Mutex<Documented>,
     limit: Mutex<Option<Limit>>,
     script: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
@@ -239,6 +293,52 @@ impl FakeNotion {
             l.interval = interval;
             l.tolerance = interval * (burst - 1);
         }
+    }
+
+    /// From now on, every connection (token) gets `budget` requests per fixed 60-second
+    /// window, as Notion documents it.
+    pub fn windows(&self, budget: u32) {
+        self.state.documented.lock().unwrap().connection = Some(budget);
+    }
+
+    /// `tokens` belong to the workspace of id `workspace_id` (`GET /v1/users/me` answers their
+    /// bot user with it); with `budget`, the workspace allows that many requests of all of them
+    /// together per fixed 60-second window.
+    pub fn workspace(&self, workspace_id: &str, tokens: &[&str], budget: Option<u32>) {
+        let mut d = self.state.documented.lock().unwrap();
+        for t in tokens {
+            d.members
+                .insert(format!("Bearer {t}").into_bytes(), workspace_id.to_string());
+        }
+        if let Some(b) = budget {
+            d.workspaces
+                .insert(workspace_id.to_string(), (b, FixedWindow::default()));
+        }
+    }
+
+    /// Paths starting with `prefix` have their own budget per token and 60-second window.
+    pub fn endpoint_limit(&self, prefix: &str, budget: u32) {
+        self.state
+            .documented
+            .lock()
+            .unwrap()
+            .endpoints
+            .push((prefix.to_string(), budget));
+    }
+
+    /// `token`'s access is restricted: every request gets 429 `public_api_request_blocked`.
+    pub fn block(&self, token: &str, retry_after: u64) {
+        self.state
+            .documented
+            .lock()
+            .unwrap()
+            .blocked
+            .insert(format!("Bearer {token}").into_bytes(), retry_after);
+    }
+
+    /// Every 429 of the documented limits: when, and its `rate_limit_reason`.
+    pub fn rate_limited(&self) -> Vec<(tokio::time::Instant, &'static str)> {
+        self.state.documented.lock().unwrap().rejected.clone()
     }
 
     /// When the limit of [`FakeNotion::limit`] answered 429.
@@ -333,6 +433,18 @@ async fn handle(
         at: tokio::time::Instant::now(),
     };
     state.received.lock().unwrap().push(rec.clone());
+    let key = parts
+        .headers
+        .get("authorization")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    if let Some(rejection) = documented_limits(&state, &key, rec.uri.as_str(), rec.at) {
+        return Ok(rejection);
+    }
+    let bot_user = (rec.method == http::Method::GET
+        && rec.uri.split('?').next() == Some("/v1/users/me"))
+    .then(|| state.documented.lock().unwrap().members.get(&key).cloned())
+    .flatten();
     if let Some(limit) = state.limit.lock().unwrap().as_mut() {
         let key = parts
             .headers
@@ -357,12 +469,24 @@ async fn handle(
         }
         limit.tat.insert(key, tat + limit.interval);
     }
-    let reply = state
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or(Reply::Echo);
+    let reply = state.script.lock().unwrap().pop_front();
+    let reply = match (reply, bot_user) {
+        (Some(r), _) => r,
+        // Notion's bot user (`BotInfoResponse` of @notionhq/client: owner, workspace_id,
+        // workspace_limits).
+        (None, Some(ws)) => Reply::json(
+            200,
+            serde_json::json!({
+                "object": "user", "id": "fake-bot", "type": "bot", "name": "fake",
+                "bot": {
+                    "owner": {"type": "workspace", "workspace": true},
+                    "workspace_id": ws, "workspace_name": "Fake workspace",
+                    "workspace_limits": {"max_file_upload_size_in_bytes": 5242880}
+                }
+            }),
+        ),
+        (None, None) => Reply::Echo,
+    };
 
     let response = match reply {
         Reply::Echo => {
@@ -416,6 +540,102 @@ async fn handle(
         }
     };
     Ok(response)
+}
+
+/// The documented limits' answer to a request of `key` to `uri` at `now`, if it is over one.
+fn documented_limits(
+    state: &State,
+    key: &[u8],
+    uri: &str,
+    now: tokio::time::Instant,
+) -> Option<Response<FakeBody>> {
+    let mut d = state.documented.lock().unwrap();
+    let d = &mut *d;
+    let reject = |d: &mut Documented, reason: &'static str, retry_after: u64| {
+        d.rejected.push((now, reason));
+        let body = serde_json::json!({
+            "object": "error", "status": 429, "code": "rate_limited",
+            "message": "You have been rate limited. Please try again in a few minutes.",
+            "request_id": "fake-req",
+            "additional_data": {"rate_limit_reason": reason, "retry_after": retry_after.to_string()},
+        });
+        Some(full(
+            429,
+            &[
+                ("content-type", "application/json".into()),
+                ("retry-after", retry_after.to_string()),
+            ],
+            Bytes::from(body.to_string()),
+        ))
+    };
+    if let Some(&r) = d.blocked.get(key) {
+        return reject(d, "public_api_request_blocked", r);
+    }
+    // Every window that counts this request must have room; only then is it counted.
+    let mut windows: Vec<(&'static str, u32, FixedWindow)> = Vec::new();
+    if let Some(b) = d.connection {
+        let w = d.windows.get(key).copied().unwrap_or_default();
+        windows.push(("public_api_request_rate_limit", b, w));
+    }
+    let ws = d.members.get(key).cloned();
+    if let Some((b, w)) = ws.as_ref().and_then(|w| d.workspaces.get(w)) {
+        windows.push(("public_api_space_request_rate_limit", *b, *w));
+    }
+    let path = uri.split('?').next().unwrap_or(uri);
+    let endpoint = d
+        .endpoints
+        .iter()
+        .find(|(p, _)| path.starts_with(p.as_str()))
+        .cloned();
+    if let Some((prefix, b)) = &endpoint {
+        let w = d
+            .endpoint_windows
+            .get(&(key.to_vec(), prefix.clone()))
+            .copied()
+            .unwrap_or_default();
+        windows.push(("public_api_endpoint_rate_limit", *b, w));
+    }
+    for (reason, budget, w) in windows.iter_mut() {
+        if let Err(retry_after) = w.check(*budget, now) {
+            let reason = *reason;
+            // The windows rolled forward are kept even when the request is refused.
+            store_windows(d, key, ws.as_deref(), endpoint.as_ref(), &windows, false);
+            return reject(d, reason, retry_after);
+        }
+    }
+    store_windows(d, key, ws.as_deref(), endpoint.as_ref(), &windows, true);
+    None
+}
+
+fn store_windows(
+    d: &mut Documented,
+    key: &[u8],
+    ws: Option<&str>,
+    endpoint: Option<&(String, u32)>,
+    windows: &[(&'static str, u32, FixedWindow)],
+    admitted: bool,
+) {
+    for (reason, _, w) in windows {
+        let mut w = *w;
+        if admitted {
+            w.count += 1;
+        }
+        match *reason {
+            "public_api_request_rate_limit" => {
+                d.windows.insert(key.to_vec(), w);
+            }
+            "public_api_space_request_rate_limit" => {
+                if let Some(e) = ws.and_then(|ws| d.workspaces.get_mut(ws)) {
+                    e.1 = w;
+                }
+            }
+            _ => {
+                if let Some((prefix, _)) = endpoint {
+                    d.endpoint_windows.insert((key.to_vec(), prefix.clone()), w);
+                }
+            }
+        }
+    }
 }
 
 fn full(status: u16, headers: &[(&'static str, String)], body: Bytes) -> Response<FakeBody> {

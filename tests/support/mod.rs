@@ -31,10 +31,13 @@ pub use fake_notion::{FakeNotion, Received, Reply};
 
 pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// A gateway configuration pointing at `notion`, otherwise the embedded defaults.
+/// A gateway configuration pointing at `notion`, otherwise the embedded defaults, except that
+/// workspace discovery is off: its extra `GET /v1/users/me` per token would be in every test's
+/// count of upstream requests. The tests of discovery switch it on.
 pub fn config_for(notion: &FakeNotion) -> Config {
     let mut cfg = Config::default();
     cfg.upstream.base = format!("{}/", notion.url()).parse().unwrap();
+    cfg.limits.discover_workspaces = false;
     cfg
 }
 

@@ -70,8 +70,10 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
     Json(serde_json::json!({
         "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
         "limits": {
-            "rate": gw.config.limits.rate,
-            "burst": gw.config.limits.burst,
+            "plan": gw.config.limits.plan.name(),
+            "per_minute": gw.config.limits.per_minute,
+            "rate": gw.config.limits.smoothing.map(|s| s.rate),
+            "burst": gw.config.limits.smoothing.map(|s| s.burst),
             "max_queue": gw.config.limits.max_queue,
             "max_wait_s": gw.config.limits.max_wait.as_secs_f64(),
             "adaptive": gw.config.limits.adaptive,
@@ -143,13 +145,12 @@ fn status_html(gw: &Gateway, s: &crate::shaper::Snapshot) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>notion-gateway status</title>\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}</style></head><body>\
-<h1>notion-gateway</h1><p>upstream {}; default budget {}/s, burst {}; max wait {} s</p>\
+<h1>notion-gateway</h1><p>upstream {}; default budget {} requests per minute; max wait {} s</p>\
 <table><tr><th>integration</th><th>workspace</th><th>queued</th><th>rate now / configured</th>\
 <th>paused (s)</th><th>Notion 429 / 529</th><th>last upstream answer</th><th>upstream answers</th></tr>\n{}</table>\
 <p>JSON: <code>curl /status</code>. Keys are integration names or token hash prefixes.</p></body></html>\n",
         esc(gw.config.upstream.base.to_string().trim_end_matches('/')),
-        gw.config.limits.rate,
-        gw.config.limits.burst,
+        gw.config.limits.per_minute,
         gw.config.limits.max_wait.as_secs_f64(),
         rows
     )

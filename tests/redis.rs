@@ -103,8 +103,7 @@ fn replica(
     burst: u32,
 ) -> notion_gateway::Config {
     let mut cfg = config_for(notion);
-    cfg.limits.rate = rate;
-    cfg.limits.burst = burst;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing { rate, burst });
     cfg.limits.shared = Some(SharedBudgets {
         redis_url: redis.url(),
         timeout: Duration::from_millis(200),
@@ -434,8 +433,10 @@ async fn a_workspace_budget_holds_across_replicas_and_tokens() {
                 token_sha256: sha2::Sha256::digest(token).into(),
                 plan: notion_gateway::config::Plan::Standard,
                 per_minute: 180,
-                rate: 10.0,
-                burst: 2,
+                smoothing: Some(notion_gateway::config::Smoothing {
+                    rate: 10.0,
+                    burst: 2,
+                }),
                 workspace: Some(acme.clone()),
             });
         }

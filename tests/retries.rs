@@ -232,8 +232,7 @@ async fn the_budget_stops_a_retry_storm() {
         notion.push(Reply::html_502());
     }
     let mut cfg = config_for(&notion);
-    cfg.limits.rate = 1000.0; // the shaper out of the way: this is about retries
-    cfg.limits.burst = 1000;
+    cfg.limits.per_minute = 1_000_000; // the shaper out of the way: this is about retries
     cfg.retry.budget_ratio = 0.1;
     cfg.retry.budget_min_per_second = 0.5; // 5 per 10 s window
     let gw = TestGateway::start(cfg).await;

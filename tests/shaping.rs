@@ -20,8 +20,7 @@ fn ms(n: u64) -> Duration {
 /// A gateway config with the given budget for every token.
 fn budget(notion: &FakeNotion, rate: f64, burst: u32) -> notion_gateway::Config {
     let mut cfg = config_for(notion);
-    cfg.limits.rate = rate;
-    cfg.limits.burst = burst;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing { rate, burst });
     cfg
 }
 
@@ -339,8 +338,10 @@ fn workspace_config(notion: &FakeNotion) -> notion_gateway::Config {
             token_sha256: sha(token),
             plan: notion_gateway::config::Plan::Standard,
             per_minute: 180,
-            rate: 10.0,
-            burst: 10,
+            smoothing: Some(notion_gateway::config::Smoothing {
+                rate: 10.0,
+                burst: 10,
+            }),
             workspace: Some(acme.clone()),
         });
     }
@@ -462,7 +463,9 @@ async fn an_upstream_stricter_than_the_configuration_is_learned() {
 async fn a_tightened_limit_costs_few_429s_and_the_backlog_never_leaves_in_clumps() {
     let notion = FakeNotion::start().await;
     notion.limit(3.0, 3);
-    let gw = TestGateway::start(config_for(&notion)).await;
+    // As gatebench runs it: the GCRA model of Notion's limit (before 2026), without a
+    // rate_limit_reason, and the gateway configured for it.
+    let gw = TestGateway::start(budget(&notion, 3.0, 3)).await;
     let t0 = Instant::now();
     let mut calls = Vec::new();
     for i in 0..90u32 {
@@ -524,8 +527,10 @@ async fn a_request_without_authorization_is_answered_locally() {
 async fn status_shows_queues_by_name_or_hash_and_never_the_token() {
     let notion = FakeNotion::start().await;
     let mut cfg = workspace_config(&notion);
-    cfg.limits.rate = 1.0;
-    cfg.limits.burst = 1;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+        rate: 1.0,
+        burst: 1,
+    });
     let gw = TestGateway::start(cfg).await;
     let token = "ntn_secret_status_token";
     let calls: Vec<_> = (0..3)

@@ -63,10 +63,8 @@ pub struct LimitsConfig {
     pub plan: Plan,
     /// Its budget per 60-second window (the plan's, unless set).
     pub per_minute: u32,
-    /// Its smoothing rate (requests per second) and burst: `per_minute / 60` and
-    /// `per_minute / 6` unless set.
-    pub rate: f64,
-    pub burst: u32,
+    /// A smoothing rate beside the window, when set.
+    pub smoothing: Option<Smoothing>,
     /// Resends of one request after Notion's 429/529 before the 429 goes to the caller.
     pub max_resends: u32,
     /// Learn each token's workspace from `GET /v1/users/me`.
@@ -121,6 +119,14 @@ impl Plan {
     }
 }
 
+/// A smoothing rate (GCRA) beside a window budget: requests per second, and how many may go
+/// at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Smoothing {
+    pub rate: f64,
+    pub burst: u32,
+}
+
 /// A token the configuration knows by name. The token itself is never kept, only its SHA-256.
 #[derive(Debug, Clone)]
 pub struct Integration {
@@ -128,8 +134,7 @@ pub struct Integration {
     pub token_sha256: [u8; 32],
     pub plan: Plan,
     pub per_minute: u32,
-    pub rate: f64,
-    pub burst: u32,
+    pub smoothing: Option<Smoothing>,
     pub workspace: Option<Arc<str>>,
 }
 
@@ -589,25 +594,23 @@ fn validate_limits(
             )),
         }
     }
-    /// What a key gets: its window budget, and a smoothing rate and burst derived from it
-    /// unless set (0 = unset).
-    fn resolve(plan: Plan, per_minute: u32, rate: f64, burst: u32) -> (u32, f64, u32) {
+    /// What a key gets: its window budget (the plan's unless set), and a smoothing rate when
+    /// one is set, with a sixth of the window as its burst unless that is set too (0 = unset).
+    fn resolve(plan: Plan, per_minute: u32, rate: f64, burst: u32) -> (u32, Option<Smoothing>) {
         let per_minute = if per_minute == 0 {
             plan.per_minute()
         } else {
             per_minute
-        };
-        let rate = if rate > 0.0 {
-            rate
-        } else {
-            f64::from(per_minute) / 60.0
         };
         let burst = if burst > 0 {
             burst
         } else {
             (per_minute / 6).max(1)
         };
-        (per_minute, rate, burst)
+        (
+            per_minute,
+            (rate > 0.0).then_some(Smoothing { rate, burst }),
+        )
     }
     const MAX_PER_MINUTE: u32 = 100_000_000;
     let l = &raw.limits;
@@ -622,7 +625,7 @@ fn validate_limits(
     if l.max_resends > 20 {
         return Err(bad("limits.max_resends", "must be at most 20".into()));
     }
-    let (per_minute, rate, burst) = resolve(plan, l.per_minute, l.rate, l.burst);
+    let (per_minute, smoothing) = resolve(plan, l.per_minute, l.rate, l.burst);
     if l.max_queue == 0 {
         return Err(bad("limits.max_queue", "must be at least 1".into()));
     }
@@ -705,7 +708,7 @@ fn validate_limits(
         let i_per_minute = i
             .per_minute
             .unwrap_or(if own_budget { 0 } else { l.per_minute });
-        let (i_per_minute, rate, burst) = resolve(i_plan, i_per_minute, i_rate, i_burst);
+        let (i_per_minute, i_smoothing) = resolve(i_plan, i_per_minute, i_rate, i_burst);
         let workspace = match &i.workspace {
             None => None,
             Some(w) => Some(
@@ -728,8 +731,7 @@ fn validate_limits(
             token_sha256: digest,
             plan: i_plan,
             per_minute: i_per_minute,
-            rate,
-            burst,
+            smoothing: i_smoothing,
             workspace,
         });
     }
@@ -791,8 +793,7 @@ fn validate_limits(
         shared,
         plan,
         per_minute,
-        rate,
-        burst,
+        smoothing,
         max_resends: l.max_resends,
         discover_workspaces: l.discover_workspaces,
         max_queue: l.max_queue,

@@ -246,6 +246,11 @@ impl Budget {
                 self.rate_limited += 1;
                 return;
             }
+            // Without a smoothing rate there is no rate to lower: pause only.
+            Pushback::RateLimited if !self.smoothed => {
+                self.rate_limited += 1;
+                return;
+            }
             Pushback::RateLimited => self.rate_limited += 1,
         }
         let repeated = self

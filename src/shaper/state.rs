@@ -198,13 +198,12 @@ pub(super) fn new_lane(
             "custom"
         }
     };
-    let (label, plan, per_minute, rate, burst, group) = match integration {
+    let (label, plan, per_minute, smoothing, group) = match integration {
         Some(i) => (
             i.name.clone(),
             plan_of(i.plan, i.per_minute),
             i.per_minute,
-            i.rate,
-            i.burst,
+            i.smoothing,
             match &i.workspace {
                 Some(w) => GroupId::Workspace(w.clone()),
                 None => GroupId::Solo(key),
@@ -214,8 +213,7 @@ pub(super) fn new_lane(
             Arc::from(TokenId::of(credential).as_str()),
             plan_of(limits.plan, limits.per_minute),
             limits.per_minute,
-            limits.rate,
-            limits.burst,
+            limits.smoothing,
             GroupId::Solo(key),
         ),
     };
@@ -226,8 +224,11 @@ pub(super) fn new_lane(
     groups
         .entry(group.clone())
         .or_insert_with(|| new_group(limits, redis, &group, per_minute, now));
-    let budget =
-        Budget::new(rate, burst, limits.adaptive, now).with_window(Window::new(per_minute, now));
+    let budget = match smoothing {
+        Some(s) => Budget::new(s.rate, s.burst, limits.adaptive, now),
+        None => Budget::unsmoothed(limits.adaptive, now),
+    }
+    .with_window(Window::new(per_minute, now));
     Lane {
         label,
         outcomes: Arc::default(),

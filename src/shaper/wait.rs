@@ -76,8 +76,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_dropped_release_paid_by_the_local_share_refunds_the_local_share() {
         let mut limits = Config::default().limits;
-        limits.rate = 1.0;
-        limits.burst = 1;
+        limits.smoothing = Some(crate::config::Smoothing {
+            rate: 1.0,
+            burst: 1,
+        });
         let redis = RedisBudgets::new(SharedBudgets {
             // Nothing listens there: the replica works on its local share.
             redis_url: "redis://127.0.0.1:1".into(),

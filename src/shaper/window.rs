@@ -280,6 +280,14 @@ impl Window {
         let admitted = counted.saturating_sub(1);
         // A 429 although we were within the budget (other clients of the token, jitter beyond
         // the margin): give up a little more, so the next window does not end the same way.
+        // Few of ours admitted means others spent most of that window (other clients of the
+        // token or workspace): not proof that the budget is that small, so halve instead, and
+        // let further 429s go on lowering it.
+        let admitted = if admitted >= self.budget / 4 {
+            admitted
+        } else {
+            self.budget / 2
+        };
         let step = (self.budget / 50).max(1);
         self.budget = admitted
             .min(self.budget.saturating_sub(step))

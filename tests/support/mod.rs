@@ -197,6 +197,10 @@ impl Resp {
         assert_eq!(v["object"], "error");
         assert_eq!(v["status"], status);
         assert_eq!(v["code"], code);
+        assert!(
+            notion_gateway::error::SDK_CODES.contains(&code),
+            "{code} is not a code both SDKs know"
+        );
         let msg = v["message"].as_str().unwrap();
         assert!(msg.starts_with("notion-gateway: "), "{msg}");
         let rid = v["request_id"].as_str().unwrap();

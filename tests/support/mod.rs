@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use fake_notion::{FakeNotion, Received, Reply};
+pub use fake_notion::{FakeNotion, Fault, Received, Reply};
 
 pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
 

@@ -1,4 +1,4 @@
-//! Retries (PRODUCT.md P3), black-box: the real gateway in front of the fake Notion, which
+//! Retries (docs/behaviour.md §3), black-box: the real gateway in front of the fake Notion, which
 //! scripts each failure. Paused clock except where a port must change hands in real time.
 
 mod support;

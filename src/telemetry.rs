@@ -427,6 +427,18 @@ mod tests {
     }
 
     #[test]
+    fn every_attempts_notion_request_id_is_listed_in_order() {
+        let ids = [
+            ("502", Some(HeaderValue::from_static("a1b2-c3"))),
+            ("reset", None),
+            ("200", Some(HeaderValue::from_static("not, an id"))),
+            ("200", Some(HeaderValue::from_static("d4e5"))),
+        ];
+        assert_eq!(AttemptIds(&ids).to_string(), "a1b2-c3,-,-,d4e5");
+        assert_eq!(AttemptIds(&[]).to_string(), "");
+    }
+
+    #[test]
     fn logfmt_writes_plain_values_and_quotes_the_rest() {
         let cap = Capture::default();
         let w = cap.clone();

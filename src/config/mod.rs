@@ -1008,6 +1008,20 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_version_is_its_own_and_may_be_none() {
+        let c = Config::default();
+        assert_eq!(c.upstream.admin_notion_version.unwrap(), "2026-06-01");
+        assert!(c.errors.rewrite_edge_pages && c.errors.prevalidate);
+        let mut raw = RawConfig::default();
+        raw.upstream.admin_notion_version = "".into();
+        let cfg = validate_raw(raw.clone()).unwrap();
+        assert!(cfg.upstream.admin_notion_version.is_none());
+        raw.upstream.admin_notion_version = "bad\nvalue".into();
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(err.contains("upstream.admin_notion_version"), "{err}");
+    }
+
+    #[test]
     fn retry_settings_are_validated_and_routes_must_be_in_the_catalogue() {
         let mut raw = RawConfig::default();
         raw.retry.max_attempts = 0;

@@ -132,7 +132,12 @@ fn attempts_data(
     let ids: Vec<serde_json::Value> = log
         .attempt_log
         .iter()
-        .filter_map(|(_, id)| id.as_ref()?.to_str().ok().map(Into::into))
+        .filter_map(|(_, id)| {
+            // Notion's ids are UUIDs: anything else from upstream is not echoed.
+            let id = id.as_ref()?.to_str().ok()?;
+            (id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .then(|| id.into())
+        })
         .collect();
     if !ids.is_empty() {
         data.insert("notion_request_ids".into(), ids.into());

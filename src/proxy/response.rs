@@ -88,7 +88,8 @@ pub(super) async fn normalise_error_page(
         }
     };
     let json = is_json(&parts.headers);
-    if whole && json && is_notion_error(&buf) {
+    // Notion's own error object passes byte for byte, whatever its content type says.
+    if whole && is_notion_error(&buf) {
         return Response::from_parts(parts, Body::from(Bytes::from(buf)));
     }
     if !whole && json && buf.len() > EDGE_BODY_LIMIT {

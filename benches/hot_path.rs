@@ -153,14 +153,14 @@ fn header_rewrite(c: &mut Criterion) {
     g.bench_function("to upstream", |b| {
         b.iter_batched_ref(
             || request.clone(),
-            |h| headers::to_upstream(h, &host, &version),
+            |h| headers::to_upstream(h, &host, Some(&version)),
             BatchSize::SmallInput,
         )
     });
     g.bench_function("to upstream, with hop-by-hop", |b| {
         b.iter_batched_ref(
             || with_hop.clone(),
-            |h| headers::to_upstream(h, &host, &version),
+            |h| headers::to_upstream(h, &host, Some(&version)),
             BatchSize::SmallInput,
         )
     });

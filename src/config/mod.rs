@@ -39,6 +39,18 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub retry: RetryConfig,
+    pub errors: ErrorsConfig,
+}
+
+/// `[errors]`: what the gateway does with answers the SDKs would not understand, and with
+/// requests Notion would certainly refuse (docs/behaviour.md §4).
+#[derive(Debug, Clone)]
+pub struct ErrorsConfig {
+    /// Notion's 4xx/5xx that are not its error JSON (CDN pages) become Notion-shaped errors.
+    pub rewrite_edge_pages: bool,
+    /// Oversized JSON bodies, `page_size` over 100, more than 100 `children`, invalid JSON:
+    /// refused before they spend budget.
+    pub prevalidate: bool,
 }
 
 /// `[retry]`: see [`crate::retry`].
@@ -185,6 +197,9 @@ pub struct UpstreamConfig {
     /// Scheme and authority only (`https://api.notion.com`); request paths are appended.
     pub base: Uri,
     pub notion_version: HeaderValue,
+    /// Added to `/admin/v1/*` requests without one (the Admin API has its own versions);
+    /// `None`: none is added.
+    pub admin_notion_version: Option<HeaderValue>,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -453,6 +468,15 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
                 "must be a non-empty header value such as 2025-09-03".into(),
             )
         })?;
+    let admin_notion_version = match u.admin_notion_version.trim() {
+        "" => None,
+        v => Some(HeaderValue::from_str(v).map_err(|_| {
+            bad(
+                "upstream.admin_notion_version",
+                "must be a header value such as 2026-06-01, or \"\" to add none".into(),
+            )
+        })?),
+    };
     let extra_roots = match &u.ca_bundle {
         None => Vec::new(),
         Some(p) if p.is_empty() => Vec::new(),
@@ -462,6 +486,7 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
     let upstream = UpstreamConfig {
         base,
         notion_version,
+        admin_notion_version,
         connect_timeout: positive("upstream.connect_timeout", u.connect_timeout)?,
         attempt_timeout: positive("upstream.attempt_timeout", u.attempt_timeout)?,
         pool_idle_timeout: positive("upstream.pool_idle_timeout", u.pool_idle_timeout)?,
@@ -498,12 +523,17 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         ));
     }
     let retry = validate_retry(&raw.retry, &bad)?;
+    let errors = ErrorsConfig {
+        rewrite_edge_pages: raw.errors.rewrite_edge_pages,
+        prevalidate: raw.errors.prevalidate,
+    };
     Ok(Config {
         server,
         upstream,
         log,
         limits,
         retry,
+        errors,
     })
 }
 
@@ -511,10 +541,10 @@ fn validate_retry(
     r: &surface::RawRetry,
     bad: &dyn Fn(&'static str, String) -> ConfigError,
 ) -> Result<RetryConfig, ConfigError> {
-    if !(1..=10).contains(&r.max_attempts) {
+    if !(1..=100).contains(&r.max_attempts) {
         return Err(bad(
             "retry.max_attempts",
-            "must be from 1 (no retries) to 10".into(),
+            "must be from 1 (no retries) to 100; the deadline and the retry budget end retries first".into(),
         ));
     }
     if r.backoff_base.is_zero() || r.backoff_cap < r.backoff_base {
@@ -1104,6 +1134,20 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_version_is_its_own_and_may_be_none() {
+        let c = Config::default();
+        assert_eq!(c.upstream.admin_notion_version.unwrap(), "2026-06-01");
+        assert!(c.errors.rewrite_edge_pages && c.errors.prevalidate);
+        let mut raw = RawConfig::default();
+        raw.upstream.admin_notion_version = "".into();
+        let cfg = validate_raw(raw.clone()).unwrap();
+        assert!(cfg.upstream.admin_notion_version.is_none());
+        raw.upstream.admin_notion_version = "bad\nvalue".into();
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(err.contains("upstream.admin_notion_version"), "{err}");
+    }
+
+    #[test]
     fn retry_settings_are_validated_and_routes_must_be_in_the_catalogue() {
         let mut raw = RawConfig::default();
         raw.retry.max_attempts = 0;
@@ -1131,7 +1175,7 @@ mod tests {
             cfg.retry.unsafe_routes,
             vec![(http::Method::POST, "/v1/comments")]
         );
-        assert_eq!(cfg.retry.max_attempts, 6);
+        assert_eq!(cfg.retry.max_attempts, 50);
         assert_eq!(cfg.retry.replay_limit, 1024 * 1024);
     }
 }

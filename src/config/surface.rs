@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub limits: RawLimits,
     pub retry: RawRetry,
+    pub errors: RawErrors,
     /// `[[integrations]]`: tokens with their own name, budget or workspace.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub integrations: Vec<RawIntegration>,
@@ -69,6 +70,8 @@ impl Default for RawServer {
 pub struct RawUpstream {
     pub url: String,
     pub notion_version: String,
+    /// `Notion-Version` added to `/admin/v1/*` requests that send none ("" = add none).
+    pub admin_notion_version: String,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -91,6 +94,7 @@ impl Default for RawUpstream {
         Self {
             url: "https://api.notion.com".into(),
             notion_version: "2025-09-03".into(),
+            admin_notion_version: "2026-06-01".into(),
             connect_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(65),
             pool_idle_timeout: Duration::from_secs(90),
@@ -236,7 +240,7 @@ pub struct RawRetry {
 impl Default for RawRetry {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: 50,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             budget_ratio: 0.2,
@@ -255,4 +259,22 @@ pub struct RawRetryRoute {
     /// Retry this non-idempotent route on 5xx, broken connections and timeouts too.
     #[serde(default)]
     pub retry_unsafe: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawErrors {
+    /// Turn Notion's 4xx/5xx that are not its error JSON (CDN pages) into Notion-shaped errors.
+    pub rewrite_edge_pages: bool,
+    /// Refuse, before they spend budget, requests Notion certainly refuses.
+    pub prevalidate: bool,
+}
+
+impl Default for RawErrors {
+    fn default() -> Self {
+        Self {
+            rewrite_edge_pages: true,
+            prevalidate: true,
+        }
+    }
 }

@@ -94,6 +94,25 @@ impl Held {
         }
     }
 
+    /// Whether Notion's answer says not to send the request again: its
+    /// `additional_data.retry_guidance` (a string or a list of them) says "do not repeat".
+    fn forbids_repeat(&self) -> bool {
+        let Held::Response(_, body) = self else {
+            return false;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        let says = |s: &str| s.to_ascii_lowercase().contains("do not repeat");
+        match v.pointer("/additional_data/retry_guidance") {
+            Some(serde_json::Value::String(s)) => says(s),
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(|i| i.as_str()).any(says)
+            }
+            _ => false,
+        }
+    }
+
     fn into_result(self) -> Result<Response, GatewayError> {
         match self {
             Held::PushedBack(p) => Ok(p.into_response()),
@@ -204,7 +223,35 @@ async fn send(
     };
     metrics::upstream_attempt(endpoint.template, outcome, sent.elapsed());
     ticket.outcomes.record(outcome);
+    log.attempt_log.push(match &result {
+        Ok(resp) => (
+            status_label(resp.status().as_u16()),
+            resp.headers().get(&headers::NOTION_REQUEST_ID).cloned(),
+        ),
+        Err(GatewayError::UpstreamTls { .. }) => ("tls", None),
+        Err(_) => (outcome, None),
+    });
     result
+}
+
+/// A status as a static label for the request log and the gateway's 502/504 bodies: the
+/// statuses Notion documents by number, the others by class.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        529 => "529",
+        s => metrics::status_outcome(s),
+    }
 }
 
 /// What an attempt's result means for the request.
@@ -263,12 +310,13 @@ async fn retry_or_answer(
     if !repeatable {
         return ControlFlow::Break(result.map(|r| caller_response(cfg, r)));
     }
-    if failures >= retry_cfg.max_attempts {
+    let is_503 = failure == Failure::Status(503);
+    if failures >= retry_cfg.max_attempts && !is_503 {
         metrics::retry_denied(endpoint.template, "attempts");
         return ControlFlow::Break(result.map(|r| caller_response(cfg, r)));
     }
     let retry_after = match &result {
-        Ok(r) if r.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
+        Ok(r) if is_503 => {
             crate::rate_limit::header_retry_after(r.headers(), std::time::SystemTime::now())
         }
         _ => None,
@@ -281,6 +329,16 @@ async fn retry_or_answer(
         },
         Err(e) => Held::Error(e),
     };
+    // A 503 whose body says the change was saved: "Do not repeat the write"
+    // (https://developers.notion.com/reference/request-limits#retry-a-write-that-returns-503).
+    if is_503 && held.forbids_repeat() {
+        metrics::retry_denied(endpoint.template, "guidance");
+        return ControlFlow::Break(held.into_result());
+    }
+    if failures >= retry_cfg.max_attempts {
+        metrics::retry_denied(endpoint.template, "attempts");
+        return ControlFlow::Break(held.into_result());
+    }
     let wait = gw.retries.backoff(failures, retry_after);
     if Instant::now() + wait >= deadline {
         metrics::retry_denied(endpoint.template, "deadline");
@@ -312,14 +370,36 @@ async fn attempt(
     // One timer for both bounds: whichever of the attempt timeout and the request deadline
     // comes first.
     let attempt = cfg.upstream.attempt_timeout;
-    let attempt_end = Instant::now() + attempt;
-    tokio::time::timeout_at(attempt_end.min(deadline), gw.upstream.send(request))
-        .await
-        .map_err(|_| {
-            if attempt_end < deadline {
-                GatewayError::UpstreamTimeout(attempt)
-            } else {
-                GatewayError::DeadlineExceeded(cfg.server.request_timeout)
+    let started = Instant::now();
+    let mut attempt_end = started + attempt;
+    let mut deadline = deadline;
+    let mut upload = request.body().upload_done();
+    let send = gw.upstream.send(request);
+    tokio::pin!(send);
+    loop {
+        tokio::select! {
+            r = &mut send => return r,
+            () = tokio::time::sleep_until(attempt_end.min(deadline)) => {}
+        }
+        // Time is up, unless the caller is still uploading: a streamed body still making
+        // progress (a stall ends it with a 408, `server.body_idle_timeout`) is not the
+        // upstream's delay, so the clocks restart their remaining time once it has arrived.
+        match upload.take() {
+            Some(mut done) if !*done.borrow() => {
+                tokio::select! {
+                    r = &mut send => return r,
+                    _ = done.wait_for(|d| *d) => {}
+                }
+                let uploading = started.elapsed();
+                attempt_end += uploading;
+                deadline += uploading;
             }
-        })?
+            _ => break,
+        }
+    }
+    Err(if attempt_end < deadline {
+        GatewayError::UpstreamTimeout(attempt)
+    } else {
+        GatewayError::DeadlineExceeded(cfg.server.request_timeout)
+    })
 }

@@ -63,13 +63,17 @@ pub async fn handle(
     };
 
     let mut response = match outcome {
-        Ok(resp) => resp,
+        // Response filter: an edge page becomes a Notion-shaped error.
+        Ok(resp) => {
+            let rid = id.to_str().unwrap_or("");
+            response::normalise_error_page(resp, &gw.config, &log.method, rid).await
+        }
         Err(err) => {
             log.error = Some(err.reason());
             if err.is_rejection() {
                 metrics::rejection(err.reason());
             }
-            err.to_response(id.to_str().unwrap_or(""))
+            err.to_response_with(id.to_str().unwrap_or(""), attempts_data(&err, &log))
         }
     };
     response::annotate(&mut response, &log);
@@ -106,4 +110,38 @@ async fn forward(
         log,
     )
     .await
+}
+
+/// For a 502 or 504 the gateway answers after trying Notion: how many attempts were made, what
+/// each got, and Notion's request id of each that had one (strings, as the SDKs type
+/// `additional_data`).
+fn attempts_data(
+    err: &GatewayError,
+    log: &RequestLog,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    if !matches!(err.status().as_u16(), 502 | 504) || log.attempt_log.is_empty() {
+        return None;
+    }
+    let mut data = serde_json::Map::new();
+    data.insert("attempts".into(), log.attempt_log.len().to_string().into());
+    let got: Vec<serde_json::Value> = log
+        .attempt_log
+        .iter()
+        .map(|(got, _)| (*got).into())
+        .collect();
+    data.insert("attempt_outcomes".into(), got.into());
+    let ids: Vec<serde_json::Value> = log
+        .attempt_log
+        .iter()
+        .filter_map(|(_, id)| {
+            // Notion's ids are UUIDs: anything else from upstream is not echoed.
+            let id = id.as_ref()?.to_str().ok()?;
+            (id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .then(|| id.into())
+        })
+        .collect();
+    if !ids.is_empty() {
+        data.insert("notion_request_ids".into(), ids.into());
+    }
+    Some(data)
 }

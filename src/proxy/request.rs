@@ -64,7 +64,17 @@ pub(super) async fn filter(
     let endpoint = catalogue::classify(&parts.method, parts.uri.path());
     log.route = endpoint.template;
 
+    let prevalidate = gw.config.errors.prevalidate;
+    if prevalidate {
+        check_declared_size(&parts)?;
+        check_query(&parts)?;
+    }
     let body = request_body(&gw.config, &parts.headers, body, deadline).await?;
+    if prevalidate {
+        if let RequestBody::Replayable(Some(bytes)) = &body {
+            check_json_body(&parts, endpoint, bytes)?;
+        }
+    }
     Ok(Filtered {
         parts,
         credential,
@@ -99,14 +109,16 @@ impl UpstreamRequest {
         body: RequestBody,
     ) -> Result<Self, GatewayError> {
         let uri = gw.upstream.uri_for(parts.uri.path_and_query())?;
-        headers::to_upstream(
-            &mut parts.headers,
-            &gw.upstream.host,
-            &gw.config.upstream.notion_version,
-        );
+        // The Admin API has its own version line (https://developers.notion.com/reference/admin/versioning).
+        let version = if parts.uri.path().starts_with("/admin/v1/") {
+            gw.config.upstream.admin_notion_version.as_ref()
+        } else {
+            Some(&gw.config.upstream.notion_version)
+        };
+        headers::to_upstream(&mut parts.headers, &gw.upstream.host, version);
         let replay = match &body {
             RequestBody::Replayable(b) => Some(b.clone()),
-            RequestBody::Streaming(_) => None,
+            RequestBody::Streaming(..) => None,
         };
         Ok(Self {
             method: parts.method,
@@ -188,9 +200,138 @@ async fn request_body(
     } else {
         Some(limit)
     };
-    Ok(RequestBody::Streaming(Box::pin(GuardedBody::new(
+    Ok(RequestBody::streaming(GuardedBody::new(
         body,
         idle,
         count_limit,
-    ))))
+    )))
+}
+
+/// Largest JSON body Notion accepts: "payloads have a maximum size of 1000 block elements and
+/// 500KB overall" (https://developers.notion.com/reference/request-limits). Read as 500 KiB, the
+/// larger reading, so nothing Notion would accept is refused.
+pub const NOTION_JSON_LIMIT: u64 = 500 * 1024;
+
+/// Most results per page and most elements of an array Notion accepts in one request (same page).
+pub const NOTION_ARRAY_LIMIT: u64 = 100;
+
+fn refused(code: &'static str, reason: &'static str, message: String) -> GatewayError {
+    GatewayError::Refused {
+        code,
+        reason,
+        message,
+    }
+}
+
+/// Whether the body is JSON Notion parses: a JSON `Content-Type` on a write (multipart
+/// uploads are not).
+fn json_write(parts: &http::request::Parts) -> bool {
+    matches!(
+        parts.method,
+        http::Method::POST | http::Method::PATCH | http::Method::PUT
+    ) && super::response::is_json(&parts.headers)
+}
+
+/// A JSON body declared larger than Notion's 500KB, refused before it is read.
+fn check_declared_size(parts: &http::request::Parts) -> Result<(), GatewayError> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > NOTION_JSON_LIMIT && json_write(parts) => Err(too_large(n)),
+        _ => Ok(()),
+    }
+}
+
+fn too_large(n: u64) -> GatewayError {
+    refused(
+        "validation_error",
+        "json_too_large",
+        format!(
+            "body failed validation: the JSON body is {n} bytes, more than the 500KB Notion accepts (https://developers.notion.com/reference/request-limits); split the request"
+        ),
+    )
+}
+
+/// `page_size` over 100 in the query string, in Notion's wording.
+fn check_query(parts: &http::request::Parts) -> Result<(), GatewayError> {
+    let Some(query) = parts.uri.query() else {
+        return Ok(());
+    };
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "page_size" {
+            continue;
+        }
+        if let Ok(n) = value.parse::<u64>() {
+            if n > NOTION_ARRAY_LIMIT {
+                return Err(refused(
+                    "validation_error",
+                    "page_size",
+                    format!(
+                        "query failed validation: query.page_size should be ≤ `{NOTION_ARRAY_LIMIT}`, instead was `{n}`."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON body kept in memory: too large, not JSON, `page_size` over 100, or more than 100
+/// `children` where Notion counts them (appending block children, creating a page).
+fn check_json_body(
+    parts: &http::request::Parts,
+    endpoint: Endpoint,
+    body: &[u8],
+) -> Result<(), GatewayError> {
+    if !json_write(parts) {
+        return Ok(());
+    }
+    if body.len() as u64 > NOTION_JSON_LIMIT {
+        return Err(too_large(body.len() as u64));
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        // Notion's own message for it (https://developers.notion.com/reference/status-codes).
+        return Err(refused(
+            "invalid_json",
+            "invalid_json",
+            "Error parsing JSON body.".into(),
+        ));
+    };
+    if let Some(n) = value.get("page_size").and_then(serde_json::Value::as_u64) {
+        if n > NOTION_ARRAY_LIMIT {
+            return Err(refused(
+                "validation_error",
+                "page_size",
+                format!(
+                    "body failed validation: body.page_size should be ≤ `{NOTION_ARRAY_LIMIT}`, instead was `{n}`."
+                ),
+            ));
+        }
+    }
+    let counts_children = matches!(
+        (parts.method.as_str(), endpoint.template),
+        ("PATCH", "/v1/blocks/{id}/children") | ("POST", "/v1/pages")
+    );
+    if counts_children {
+        if let Some(n) = value
+            .get("children")
+            .and_then(|c| c.as_array())
+            .map(Vec::len)
+        {
+            if n as u64 > NOTION_ARRAY_LIMIT {
+                return Err(refused(
+                    "validation_error",
+                    "too_many_children",
+                    format!(
+                        "body failed validation: body.children.length should be ≤ `{NOTION_ARRAY_LIMIT}`, instead was `{n}`."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -51,6 +51,8 @@ pub enum Reply {
         content_type: &'static str,
         chunks: mpsc::Receiver<Bytes>,
     },
+    /// A plausible Notion answer for the endpoint (see [`FakeNotion::notion_like`]).
+    Api,
 }
 
 impl Reply {
@@ -217,6 +219,23 @@ struct State {
     incomplete: AtomicUsize,
     connections: AtomicUsize,
     body_progress: Option<watch::Sender<usize>>,
+    /// Unscripted requests get [`Reply::Api`] instead of [`Reply::Echo`].
+    api: std::sync::atomic::AtomicBool,
+    /// Injected into unscripted requests, and how many arrived so far.
+    fault: Mutex<Option<Fault>>,
+    arrivals: std::sync::atomic::AtomicU64,
+}
+
+/// Faults the fake injects into a share of the unscripted requests, chosen by a fixed
+/// pseudo-random sequence over arrivals (the same run of faults every time).
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Cloudflare's HTML 502 page, with a `cf-ray`, for `percent` % of requests.
+    Html502 { percent: u64 },
+    /// The connection reset after the request arrived.
+    Reset { percent: u64 },
+    /// 429 `rate_limited` with `Retry-After: 1`.
+    RateLimited { percent: u64 },
 }
 
 pub struct FakeNotion {
@@ -371,6 +390,18 @@ impl FakeNotion {
         let mut rx = self.progress.clone();
         rx.wait_for(|got| *got >= n).await.unwrap();
     }
+
+    /// From now on, unscripted requests get a plausible Notion answer for their endpoint
+    /// (lists paginated 2 at a time over 5 results, with cursors; objects with ids), so the real
+    /// SDKs and their pagination helpers can run against the fake.
+    pub fn notion_like(&self) {
+        self.state.api.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, inject `fault` into a share of the unscripted requests (`None`: stop).
+    pub fn faults(&self, fault: Option<Fault>) {
+        *self.state.fault.lock().unwrap() = fault;
+    }
 }
 
 async fn serve_conn(stream: TcpStream, state: Arc<State>) {
@@ -469,8 +500,8 @@ async fn handle(
         }
         limit.tat.insert(key, tat + limit.interval);
     }
-    let reply = state.script.lock().unwrap().pop_front();
-    let reply = match (reply, bot_user) {
+    let scripted = state.script.lock().unwrap().pop_front();
+    let reply = match (scripted.or_else(|| injected_fault(&state)), bot_user) {
         (Some(r), _) => r,
         // Notion's bot user (`BotInfoResponse` of @notionhq/client: owner, workspace_id,
         // workspace_limits).
@@ -485,6 +516,7 @@ async fn handle(
                 }
             }),
         ),
+        (None, None) if state.api.load(Ordering::SeqCst) => Reply::Api,
         (None, None) => Reply::Echo,
     };
 
@@ -519,6 +551,7 @@ async fn handle(
             headers,
             body,
         } => full(status, &headers, body),
+        Reply::Api => api_reply(&rec, state.arrivals.load(Ordering::SeqCst)),
         Reply::Hang => std::future::pending().await,
         Reply::Reset => {
             reset.notify_one();
@@ -646,4 +679,83 @@ fn full(status: u16, headers: &[(&'static str, String)], body: Bytes) -> Respons
             .append(*k, HeaderValue::from_str(v).unwrap());
     }
     resp
+}
+
+/// The fault for this arrival, if the fixed sequence picks it (splitmix64 of the arrival number).
+fn injected_fault(state: &State) -> Option<Reply> {
+    let n = state.arrivals.fetch_add(1, Ordering::SeqCst);
+    let fault = (*state.fault.lock().unwrap())?;
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let roll = z % 100;
+    match fault {
+        Fault::Html502 { percent } if roll < percent => {
+            Some(Reply::html_502().with_header("cf-ray", &format!("8f{n:014x}-AMS")))
+        }
+        Fault::Reset { percent } if roll < percent => Some(Reply::Reset),
+        Fault::RateLimited { percent } if roll < percent => Some(Reply::rate_limited(1)),
+        _ => None,
+    }
+}
+
+/// What [`Reply::Api`] answers: enough of Notion's shapes for the SDKs' calls and pagination
+/// helpers.
+fn api_reply(rec: &Received, n: u64) -> Response<FakeBody> {
+    use serde_json::{json, Value};
+    let (path, query) = rec.uri.split_once('?').unwrap_or((&rec.uri, ""));
+    let body: Value = serde_json::from_slice(&rec.body).unwrap_or(Value::Null);
+    let id = |i: u64| format!("59833787-2cf9-4fdf-8782-{i:012}");
+    let list = |cursor: Option<&str>| {
+        let start: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let end = (start + 2).min(5);
+        let results: Vec<Value> = (start..end)
+            .map(|i| json!({"object": "page", "id": id(i)}))
+            .collect();
+        json!({"object": "list", "results": results,
+            "next_cursor": if end < 5 { Value::from(end.to_string()) } else { Value::Null },
+            "has_more": end < 5, "type": "page_or_data_source"})
+    };
+    let query_cursor = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("start_cursor="));
+    let body_cursor = body.get("start_cursor").and_then(Value::as_str);
+    let method = rec.method.as_str();
+    let value = match (method, path) {
+        ("POST", p) if p == "/v1/search" || p.ends_with("/query") => list(body_cursor),
+        ("GET", p) if p.ends_with("/children") || p == "/v1/comments" || p == "/v1/users" => {
+            list(query_cursor)
+        }
+        ("PATCH", p) if p.ends_with("/children") => {
+            json!({"object": "list", "results": [{"object": "block", "id": id(900)}],
+                "next_cursor": null, "has_more": false})
+        }
+        ("GET", "/v1/users/me") => json!({"object": "user", "id": id(1), "type": "bot", "bot": {}}),
+        ("POST", "/v1/file_uploads") => {
+            json!({"object": "file_upload", "id": id(700), "status": "pending"})
+        }
+        ("POST", p) if p.starts_with("/v1/file_uploads/") => {
+            json!({"object": "file_upload", "id": id(700), "status": "uploaded"})
+        }
+        (_, p) => {
+            let kind = match p.split('/').nth(2) {
+                Some("pages") => "page",
+                Some("comments") => "comment",
+                Some("blocks") => "block",
+                Some("data_sources") => "data_source",
+                Some("users") => "user",
+                _ => "object",
+            };
+            json!({"object": kind, "id": id(n % 1000), "properties": {}})
+        }
+    };
+    full(
+        200,
+        &[
+            ("content-type", "application/json".into()),
+            ("x-notion-request-id", format!("fake-{n}")),
+        ],
+        Bytes::from(value.to_string()),
+    )
 }

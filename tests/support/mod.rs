@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use fake_notion::{FakeNotion, Received, Reply};
+pub use fake_notion::{FakeNotion, Fault, Received, Reply};
 
 pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -200,6 +200,10 @@ impl Resp {
         assert_eq!(v["object"], "error");
         assert_eq!(v["status"], status);
         assert_eq!(v["code"], code);
+        assert!(
+            notion_gateway::error::SDK_CODES.contains(&code),
+            "{code} is not a code both SDKs know"
+        );
         let msg = v["message"].as_str().unwrap();
         assert!(msg.starts_with("notion-gateway: "), "{msg}");
         let rid = v["request_id"].as_str().unwrap();

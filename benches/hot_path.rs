@@ -68,6 +68,7 @@ fn shaper_admit_release(c: &mut Criterion) {
                     "/v1/users/me",
                     deadline,
                     false,
+                    notion_gateway::shaper::Priority::Normal,
                 )
                 .now_or_never();
             match ticket {
@@ -90,6 +91,7 @@ fn shaper_admit_release(c: &mut Criterion) {
                     "/v1/users/me",
                     deadline,
                     false,
+                    notion_gateway::shaper::Priority::Normal,
                 )
                 .now_or_never();
             match ticket {

@@ -476,3 +476,33 @@ async fn status_shows_the_window_and_the_plan() {
     let resets = t["window"]["resets_in_s"].as_f64().unwrap();
     assert!((60.0..=61.5).contains(&resets), "{resets}");
 }
+
+/// Finding out a token's workspace never delays its callers: the extra `GET /v1/users/me`
+/// goes only from budget none of them is waiting for (here: after the whole backlog).
+#[tokio::test(start_paused = true)]
+async fn discovery_waits_for_budget_nobody_else_wants() {
+    let notion = FakeNotion::start().await;
+    notion.workspace("0a0b0c0d-0000-4000-8000-00000000cccc", &["ntn_busy"], None);
+    let mut cfg = config_for(&notion);
+    cfg.limits.discover_workspaces = true;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+        rate: 3.0,
+        burst: 3,
+    });
+    let gw = TestGateway::start(cfg).await;
+    let t0 = Instant::now();
+    assert!(batch(&gw, "ntn_busy", 30).await.iter().all(|s| *s == 200));
+    // 30 at 3/s after a burst of 3: the last at 9 s (and the 50 ms jitter slack), not later.
+    assert!(t0.elapsed() < secs(9.2), "{:?}", t0.elapsed());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = notion.received();
+    let me: Vec<usize> = got
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.uri == "/v1/users/me")
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(me, [30], "after every caller's request, once");
+    let status = gw.get("/status").await.json();
+    assert_eq!(status["tokens"][0]["workspace_from"], "discovered");
+}

@@ -27,7 +27,7 @@ use crate::gateway::Gateway;
 use crate::headers;
 use crate::metrics;
 use crate::retry::{self, Failure};
-use crate::shaper::{Caller, Limit, Ticket};
+use crate::shaper::{Caller, Limit, Priority, Ticket};
 use crate::telemetry::RequestLog;
 
 /// What one upstream attempt came to.
@@ -150,6 +150,7 @@ pub(super) async fn run(
                 endpoint.template,
                 deadline,
                 held.is_some(),
+                Priority::Normal,
             )
             .await;
         let ticket = match (acquired, held.take()) {

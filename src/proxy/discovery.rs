@@ -5,8 +5,11 @@
 //! workspace (`BotInfoResponse` in @notionhq/client: `owner`, `workspace_id`,
 //! `workspace_limits`). Once per token and process, after the token's first answer that is not
 //! a 401 or 403 (an invalid token costs no extra call), the gateway asks, on the token's own
-//! budget; a `GET /v1/users/me` of the caller's own that passes through teaches the same
-//! without the extra call. A failed attempt is tried again a minute later. Tokens whose
+//! budget but in the background: only from budget none of the token's callers is waiting for,
+//! so it never delays one, unless Notion's workspace limit pushes back on a token whose
+//! workspace is not known yet, which makes the question urgent (it then goes first). A
+//! `GET /v1/users/me` of the caller's own that passes through teaches the same without the
+//! extra call. A failed attempt is tried again a minute later. Tokens whose
 //! integration names a workspace, and every token when `limits.discover_workspaces` is off,
 //! are never asked about.
 
@@ -25,15 +28,16 @@ use crate::body::RequestBody;
 use crate::gateway::Gateway;
 use crate::headers::{self, NOTION_VERSION};
 use crate::metrics;
-use crate::shaper::{Shaper, Ticket};
+use crate::shaper::{Priority, Shaper, Ticket};
 use crate::upstream::Upstream;
 
 /// The route whose answer names the workspace.
 const USERS_ME: &str = "/v1/users/me";
 /// Largest `users/me` body read (a bot user is a few hundred bytes).
 const BODY_LIMIT: usize = 64 * 1024;
-/// How long the discovery call may wait for the budget and take.
-const DEADLINE: Duration = Duration::from_secs(30);
+/// How long the discovery call may wait for the budget (in the background: only while no
+/// caller of the token waits) and take.
+const DEADLINE: Duration = Duration::from_secs(600);
 
 /// Whether an answer of `status` to `req` calls for discovery: the token is valid and its
 /// workspace is not known.
@@ -108,14 +112,19 @@ impl Call {
 
     async fn ask(&self) -> Option<String> {
         let deadline = Instant::now() + DEADLINE;
-        // On the token's own budget, as any of its requests.
-        let caller = self
-            .shaper
-            .caller(None, std::net::Ipv6Addr::UNSPECIFIED.into());
+        // On the token's own budget, in the background.
+        let caller = self.shaper.discovery_caller();
         let credential = headers::credential_of(&self.authorization);
         let ticket = self
             .shaper
-            .acquire(credential, caller, USERS_ME, deadline, false)
+            .acquire(
+                credential,
+                caller,
+                USERS_ME,
+                deadline,
+                false,
+                Priority::Background,
+            )
             .await
             .ok()?;
         let mut h = HeaderMap::new();

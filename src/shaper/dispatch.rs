@@ -39,12 +39,21 @@ impl State {
                 return None;
             }
             let workspace_ready = group.workspace.as_ref().map(|b| b.ready_at(now));
+            // Background requests go only while no normal one waits in the group.
+            let background = !group
+                .waiting
+                .iter()
+                .filter_map(|k| self.lanes.get(k))
+                .any(|l| l.queue.has_normal());
             let mut earliest: Option<Instant> = None;
             let mut chosen = None;
             for (i, k) in group.waiting.iter().enumerate() {
                 let Some(lane) = self.lanes.get_mut(k) else {
                     continue;
                 };
+                if !lane.queue.can_pop(background) {
+                    continue;
+                }
                 let ready = lane.budget.ready_at(now);
                 if ready <= now {
                     chosen = Some(i);
@@ -81,7 +90,7 @@ impl State {
                         .workspace
                         .as_ref()
                         .is_none_or(|b| b.ready_at(now) <= now);
-                let Some((_, w)) = ready.then(|| lane.queue.pop()).flatten() else {
+                let Some((_, w)) = ready.then(|| lane.queue.pop(background)).flatten() else {
                     break;
                 };
                 if w.tx.is_closed() {

@@ -75,6 +75,8 @@ use crate::config::LimitsConfig;
 use budget::Pushback;
 use redis::RedisBudgets;
 use state::{Discovery, Group, GroupId, Release, State, Waiter};
+
+pub use state::Priority;
 use wait::WaitGuard;
 
 pub use outcomes::{Outcomes, UpstreamStatus, OUTCOMES};
@@ -218,6 +220,15 @@ struct Queued {
     discover: bool,
 }
 
+/// A request entering [`Shaper::acquire`].
+struct Entering {
+    caller: Caller,
+    route: &'static str,
+    deadline: Instant,
+    first_in_line: bool,
+    priority: Priority,
+}
+
 /// Longest pause `public_api_request_blocked` may impose without a `Retry-After`.
 pub const BLOCKED_DEFAULT: Duration = Duration::from_secs(60);
 
@@ -266,7 +277,8 @@ impl Shaper {
     /// Waits until the budgets of `credential` admit one request from `caller` to the endpoint
     /// `route` (a catalogue template), or refuses at once when the wait would be too long.
     /// `first_in_line` puts the request ahead of every waiting one (Notion rejected it with a
-    /// 429, so it already had its turn).
+    /// 429, so it already had its turn). A [`Priority::Background`] request is bounded by its
+    /// deadline only: how long it waits depends on everyone else.
     pub async fn acquire(
         &self,
         credential: &[u8],
@@ -274,10 +286,18 @@ impl Shaper {
         route: &'static str,
         deadline: Instant,
         first_in_line: bool,
+        priority: Priority,
     ) -> Result<Ticket, Refusal> {
         let lane_key = self.inner.hasher.hash_one(credential);
+        let entry = Entering {
+            caller,
+            route,
+            deadline,
+            first_in_line,
+            priority,
+        };
         let queued = loop {
-            match self.enter(credential, lane_key, caller, route, deadline, first_in_line) {
+            match self.enter(credential, lane_key, &entry) {
                 Entry::Admitted(t) => return Ok(t),
                 Entry::Refused(r) => return Err(r),
                 // Checked against max_wait and the deadline already; nothing is held meanwhile.
@@ -331,15 +351,15 @@ impl Shaper {
 
     /// The locked part of [`Shaper::acquire`]: the lane (created for a new token), then the
     /// fast path, an early refusal, or a place in the queue.
-    fn enter(
-        &self,
-        credential: &[u8],
-        lane_key: u64,
-        caller: Caller,
-        route: &'static str,
-        deadline: Instant,
-        first_in_line: bool,
-    ) -> Entry {
+    fn enter(&self, credential: &[u8], lane_key: u64, e: &Entering) -> Entry {
+        let Entering {
+            caller,
+            route,
+            deadline,
+            first_in_line,
+            priority,
+        } = *e;
+        let background = priority == Priority::Background;
         let inner = &self.inner;
         let limits = &inner.limits;
         let now = Instant::now();
@@ -435,7 +455,7 @@ impl Shaper {
                 retry_after: wait,
             });
         }
-        if (!first_in_line && wait > limits.max_wait) || now + wait > deadline {
+        if !background && ((!first_in_line && wait > limits.max_wait) || now + wait > deadline) {
             return Entry::Refused(Refusal::WaitTooLong { retry_after: wait });
         }
 
@@ -444,11 +464,8 @@ impl Shaper {
         let id = st.next_waiter;
         let waiter = Waiter { id, tx };
         let was_idle = lane.queue.is_empty();
-        if first_in_line {
-            lane.queue.push_front(&caller.key, caller.weight, waiter);
-        } else {
-            lane.queue.push_back(&caller.key, caller.weight, waiter);
-        }
+        lane.queue
+            .push(&caller.key, caller.weight, waiter, priority, first_in_line);
         if was_idle {
             if first_in_line {
                 group.waiting.push_front(lane_key);
@@ -527,10 +544,14 @@ impl Shaper {
             Limit::Other => (Pushback::RateLimited, false),
             Limit::Overload => (Pushback::Overloaded, false),
             // Only a lane in a workspace group knows its workspace's budget; one whose workspace
-            // is not known yet just pauses (nothing of its own was over).
+            // is not known yet just pauses (nothing of its own was over), and finding out which
+            // workspace it is in is urgent now: its discovery goes first.
             Limit::Workspace => match group.as_ref().is_some_and(|g| g.workspace.is_some()) {
                 true => (Pushback::WindowLimited, true),
-                false => (Pushback::PauseOnly, false),
+                false => {
+                    lane.queue.expedite(&self.discovery_caller().key);
+                    (Pushback::PauseOnly, false)
+                }
             },
         };
         let (budget, remote) = match (in_workspace, group) {
@@ -558,6 +579,18 @@ impl Shaper {
             });
         }
         until
+    }
+
+    /// The caller that finding out a token's workspace queues as (in the background).
+    pub fn discovery_caller(&self) -> Caller {
+        Caller {
+            // No X-Gateway-Client value can hash the same: header values hold no NUL byte.
+            key: self
+                .inner
+                .hasher
+                .hash_one((0u8, &b"\0notion-gateway discovery"[..])),
+            weight: 1,
+        }
     }
 
     /// Claims the discovery of `ticket`'s workspace: true once per token (again after a failed

@@ -89,14 +89,27 @@ impl<C: Clone + Eq + Hash, T> FairQueue<C, T> {
         Some((caller, item))
     }
 
-    /// Removes the items of `caller` that match `pred` (a caller that went away). Returns how
-    /// many were removed.
-    pub fn remove_where(&mut self, caller: &C, mut pred: impl FnMut(&T) -> bool) -> usize {
+    /// Removes the items of `caller` that match `pred` (a caller that went away), in order,
+    /// handing each to `taken`. Returns how many were removed.
+    pub fn remove_where(
+        &mut self,
+        caller: &C,
+        mut pred: impl FnMut(&T) -> bool,
+        mut taken: impl FnMut(T),
+    ) -> usize {
         let Some(c) = self.callers.get_mut(caller) else {
             return 0;
         };
         let before = c.items.len();
-        c.items.retain(|t| !pred(t));
+        let mut kept = VecDeque::with_capacity(c.items.len());
+        for t in c.items.drain(..) {
+            if pred(&t) {
+                taken(t);
+            } else {
+                kept.push_back(t);
+            }
+        }
+        c.items = kept;
         let removed = before - c.items.len();
         self.len -= removed;
         if c.items.is_empty() {
@@ -215,11 +228,13 @@ mod tests {
         q.push_back(&"a", 1, 1);
         q.push_back(&"a", 1, 2);
         q.push_back(&"b", 1, 3);
-        assert_eq!(q.remove_where(&"a", |x| *x == 1), 1);
+        assert_eq!(q.remove_where(&"a", |x| *x == 1, drop), 1);
         assert_eq!(q.len(), 2);
-        assert_eq!(q.remove_where(&"a", |_| true), 1);
+        let mut taken = Vec::new();
+        assert_eq!(q.remove_where(&"a", |_| true, |x| taken.push(x)), 1);
+        assert_eq!(taken, [2]);
         assert_eq!(drain(&mut q), [("b", 3)]);
-        assert_eq!(q.remove_where(&"nobody", |_| true), 0);
+        assert_eq!(q.remove_where(&"nobody", |_| true, drop), 0);
     }
 
     /// `ahead_of_new` is exact when nothing else arrives: push the item, drain, and count.

@@ -48,7 +48,7 @@ pub(super) struct Lane {
     pub outcomes: Arc<Outcomes>,
     pub group: GroupId,
     pub budget: Budget,
-    pub queue: FairQueue<u64, Waiter>,
+    pub queue: LaneQueue,
     pub last_used: Instant,
     /// With Redis budgets: the budget's key in Redis and what this replica knows of it.
     pub remote: Option<RemoteBudget>,
@@ -112,6 +112,85 @@ pub(super) struct Group {
     pub pushbacks: Pushbacks,
 }
 
+/// How a waiting request is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// In the fair queue of its token.
+    Normal,
+    /// Only from budget no normal request of the same group (the token, or every token of its
+    /// workspace) is waiting for: work that may wait while anyone else wants the budget.
+    Background,
+}
+
+/// A lane's waiting requests: the fair queue, and background requests behind all of it.
+#[derive(Default)]
+pub(super) struct LaneQueue {
+    normal: FairQueue<u64, Waiter>,
+    background: FairQueue<u64, Waiter>,
+}
+
+impl LaneQueue {
+    /// Every waiting request.
+    pub fn len(&self) -> usize {
+        self.normal.len() + self.background.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.normal.is_empty() && self.background.is_empty()
+    }
+
+    /// Whether a normal request waits.
+    pub fn has_normal(&self) -> bool {
+        !self.normal.is_empty()
+    }
+
+    /// Normal requests that go before a new one of `caller` (see [`FairQueue::ahead_of_new`]).
+    pub fn ahead_of_new(&self, caller: &u64, weight: u32) -> usize {
+        self.normal.ahead_of_new(caller, weight)
+    }
+
+    pub fn push(&mut self, caller: &u64, weight: u32, w: Waiter, priority: Priority, front: bool) {
+        let q = match priority {
+            Priority::Normal => &mut self.normal,
+            Priority::Background => &mut self.background,
+        };
+        if front {
+            q.push_front(caller, weight, w);
+        } else {
+            q.push_back(caller, weight, w);
+        }
+    }
+
+    /// The next request to release: a normal one, else (`background`: nothing normal waits in
+    /// the group) a background one.
+    pub fn pop(&mut self, background: bool) -> Option<(u64, Waiter)> {
+        self.normal
+            .pop()
+            .or_else(|| background.then(|| self.background.pop()).flatten())
+    }
+
+    /// Whether [`LaneQueue::pop`] with `background` would return something.
+    pub fn can_pop(&self, background: bool) -> bool {
+        !self.normal.is_empty() || (background && !self.background.is_empty())
+    }
+
+    pub fn remove_where(&mut self, caller: &u64, mut pred: impl FnMut(&Waiter) -> bool) -> usize {
+        self.normal.remove_where(caller, &mut pred, drop)
+            + self.background.remove_where(caller, pred, drop)
+    }
+
+    /// The background requests of `caller` become normal ones, first in line: what they wait
+    /// for is needed now.
+    pub fn expedite(&mut self, caller: &u64) {
+        let mut moved = Vec::new();
+        self.background
+            .remove_where(caller, |_| true, |w| moved.push(w));
+        for w in moved.into_iter().rev() {
+            self.normal.push_front(caller, 1, w);
+        }
+    }
+}
+
 /// A waiting request.
 pub(super) struct Waiter {
     pub id: u64,
@@ -145,6 +224,16 @@ impl State {
                 .filter_map(|k| self.lanes.get(k))
                 .map(|l| l.queue.len())
                 .sum()
+        })
+    }
+
+    /// Whether a normal request waits in group `gid` (background ones then wait).
+    pub fn group_has_normal(&self, gid: &GroupId) -> bool {
+        self.groups.get(gid).is_some_and(|g| {
+            g.waiting
+                .iter()
+                .filter_map(|k| self.lanes.get(k))
+                .any(|l| l.queue.has_normal())
         })
     }
 
@@ -243,7 +332,7 @@ pub(super) fn new_lane(
             )
         }),
         budget,
-        queue: FairQueue::new(),
+        queue: LaneQueue::default(),
         last_used: now,
         endpoint_pauses: Vec::new(),
         blocked_until: None,

@@ -98,12 +98,18 @@ mod tests {
             st.lanes.insert(7, lane);
             let (tx, rx) = oneshot::channel();
             let lane = st.lanes.get_mut(&7).unwrap();
-            lane.queue.push_back(&1, 1, Waiter { id: 1, tx });
+            lane.queue.push(
+                &1,
+                1,
+                Waiter { id: 1, tx },
+                crate::shaper::Priority::Normal,
+                false,
+            );
             // What the Redis dispatcher does for a degraded replica: the local share admits,
             // the slot goes to the waiter.
             let remote = lane.remote.as_mut().unwrap();
             remote.fallback.admit(now, true).unwrap();
-            let (_, w) = lane.queue.pop().unwrap();
+            let (_, w) = lane.queue.pop(false).unwrap();
             w.tx.send(Release {
                 at: now,
                 paid_by: PaidBy::LocalShare,

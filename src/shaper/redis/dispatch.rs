@@ -154,10 +154,22 @@ impl State {
             .filter_map(|k| lanes.get(k))
             .map(|l| l.queue.len())
             .sum();
+        if group.waiting.is_empty() {
+            group.dispatcher = None;
+            return Plan::Done;
+        }
+        // Background requests go only while no normal one waits in the group.
+        let background = !group
+            .waiting
+            .iter()
+            .filter_map(|k| lanes.get(k))
+            .any(|l| l.queue.has_normal());
         let Some((lane_key, lane)) = group
             .waiting
-            .front()
-            .and_then(|&k| Some((k, lanes.get_mut(&k)?)))
+            .iter()
+            .copied()
+            .find(|k| lanes.get(k).is_some_and(|l| l.queue.can_pop(background)))
+            .and_then(|k| Some((k, lanes.get_mut(&k)?)))
         else {
             group.dispatcher = None;
             return Plan::Done;
@@ -232,11 +244,12 @@ impl State {
     /// Hands the slot due at `now` to the next live waiter of `lane_key`; false when none is
     /// left (the slot is then given back).
     fn hand_over(&mut self, gid: &GroupId, lane_key: u64, now: Instant, paid_by: PaidBy) -> bool {
+        let mut handed = false;
+        let background = !self.group_has_normal(gid);
         let Some(lane) = self.lanes.get_mut(&lane_key) else {
             return false;
         };
-        let mut handed = false;
-        while let Some((_, w)) = lane.queue.pop() {
+        while let Some((_, w)) = lane.queue.pop(background) {
             if w.tx.send(Release { at: now, paid_by }).is_ok() {
                 lane.last_used = now;
                 handed = true;

@@ -434,6 +434,13 @@ impl State {
             .groups
             .entry(to.clone())
             .or_insert_with(|| new_group(limits, redis, &to, per_minute, now));
+        // What the token sent lately was the workspace's too.
+        if let (Some(ws), Some(own)) = (
+            group.workspace.as_mut().and_then(Budget::window_mut),
+            lane.budget.window(),
+        ) {
+            ws.absorb(own, now);
+        }
         if waiting {
             group.waiting.push_back(lane_key);
         }

@@ -247,6 +247,20 @@ impl Window {
         }
     }
 
+    /// Counts what `other` counts too (a token joining its workspace: its recent releases were
+    /// the workspace's as well).
+    pub fn absorb(&mut self, other: &Window, now: Instant) {
+        for &(b, count) in &other.buckets {
+            let at = other.epoch + BUCKET * b;
+            if at < self.epoch || at + Duration::from_micros(LIVE_US) <= now {
+                continue;
+            }
+            for _ in 0..count {
+                self.record_at(at, now);
+            }
+        }
+    }
+
     /// Counts a whole burst as sent at `now` (less what is counted already): a share of a budget
     /// that starts without knowing what was sent on the other side starts spent.
     pub fn spend_burst(&mut self, now: Instant) {
@@ -292,7 +306,8 @@ impl Window {
     /// admitted of ours, unless this 429 belongs to a round already learned from (released
     /// before the last lowering).
     pub fn learn(&mut self, sent_at: Instant, retry_after: Duration, now: Instant) {
-        if self.learned_at.is_some_and(|t| sent_at < t) {
+        // Released no later than the last lowering: the same round of rejections.
+        if self.learned_at.is_some_and(|t| sent_at <= t) {
             return;
         }
         // Notion's window ends at now + retry_after and is WINDOW long; Retry-After is whole

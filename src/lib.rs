@@ -25,6 +25,7 @@
 //! * [`metrics`]: metric names and the calls that record them.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
 //! * [`doctor`]: `notion-gateway doctor`, the checklist for failing Notion calls.
+//! * [`report`]: `notion-gateway report`, the error analysis of a request log.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -40,6 +41,7 @@ pub mod identity;
 pub mod limiter;
 pub mod metrics;
 pub mod proxy;
+pub mod report;
 pub mod retry;
 pub mod server;
 pub mod shaper;

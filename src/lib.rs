@@ -2,7 +2,7 @@
 //!
 //! Callers change only their client's base URL; the gateway forwards `/v1/*` to Notion
 //! unchanged and streaming, with sane timeouts and Notion-shaped errors of its own. The
-//! contract is `PRODUCT.md` (P0–P7); `ARCHITECTURE.md` has the bird's-eye view.
+//! contract is `docs/behaviour.md` (§0–§8); `ARCHITECTURE.md` has the bird's-eye view.
 //!
 //! # Layout
 //!

@@ -522,3 +522,46 @@ fn log_format_and_level_shape_stdout() {
         "{quiet}"
     );
 }
+
+/// `limits.redis_timeout`: with a Redis that accepts connections and never answers, the
+/// replica waits that long for its start-up PING before it works on its local share: never
+/// before 2 s with a 2 s timeout (the default 250 ms gives up within the first poll or three).
+/// Real time: no timer fires early, so the bound cannot flake.
+#[tokio::test]
+async fn redis_timeout_is_how_long_a_replica_waits_for_redis() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming().flatten() {
+            held.push(c); // read nothing, answer nothing
+        }
+    });
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.limits.shared = Some(notion_gateway::config::SharedBudgets {
+        redis_url: format!("redis://{addr}"),
+        timeout: Duration::from_secs(2),
+        local_share: 0.5,
+        prefix: "config-keys".into(),
+    });
+    let started = Instant::now();
+    let gw = TestGateway::start(cfg).await;
+    let mut polls = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let v = gw.get("/status").await.json();
+        polls += 1;
+        if v["budgets"]["mode"] == "local_share" {
+            let after = started.elapsed();
+            assert!(
+                after >= Duration::from_secs(2),
+                "gave up on Redis after {after:?}"
+            );
+            assert!(polls > 3, "{polls} polls");
+            return;
+        }
+        assert_eq!(v["budgets"]["mode"], "shared", "{v}");
+        tokio::time::sleep(ms(100)).await;
+    }
+    panic!("never fell back to the local share");
+}

@@ -565,3 +565,93 @@ async fn redis_timeout_is_how_long_a_replica_waits_for_redis() {
     }
     panic!("never fell back to the local share");
 }
+
+/// `limits.redis_prefix`: two replicas on one Redis share a budget only when their prefixes
+/// match. Gated: needs Debian's `redis-server` (`.ci/run` installs it and runs
+/// `cargo test --test config_keys -- --ignored`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server; .ci/run installs it and runs this"]
+async fn redis_prefix_separates_the_budgets_of_gateways_on_one_redis() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("ngw-redis-prefix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let redis = Running(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): apt-get install redis-server")
+            }),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        tokio::time::sleep(ms(50)).await;
+    }
+    let notion = FakeNotion::start().await;
+    let replica = |prefix: &str| {
+        let mut cfg = config_for(&notion);
+        cfg.limits.rate = 1.0;
+        cfg.limits.burst = 1;
+        cfg.limits.shared = Some(notion_gateway::config::SharedBudgets {
+            redis_url: format!("redis://127.0.0.1:{port}"),
+            timeout: Duration::from_secs(2),
+            local_share: 0.5,
+            prefix: prefix.into(),
+        });
+        cfg
+    };
+    // The second request's wait, in ms, after one through `a` spent the token's burst.
+    let second_wait = |a: TestGateway, b: TestGateway, token: &'static str| async move {
+        let first = a
+            .send(
+                a.request_as(Method::GET, "/v1/users/me", token)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(first.status, 200);
+        let second = b
+            .send(
+                b.request_as(Method::GET, "/v1/users/me", token)
+                    .body(empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(second.status, 200);
+        second
+            .header("x-gateway-queue-wait-ms")
+            .map_or(0, |w| w.parse::<f64>().unwrap() as u64)
+    };
+    let same = second_wait(
+        TestGateway::start(replica("prefix-a")).await,
+        TestGateway::start(replica("prefix-a")).await,
+        "ntn_prefix_token_1",
+    )
+    .await;
+    assert!(
+        same >= 500,
+        "one prefix, one budget: the second waited {same} ms"
+    );
+    let apart = second_wait(
+        TestGateway::start(replica("prefix-b")).await,
+        TestGateway::start(replica("prefix-c")).await,
+        "ntn_prefix_token_2",
+    )
+    .await;
+    assert!(
+        apart < 300,
+        "two prefixes, two budgets: the second waited {apart} ms"
+    );
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -80,7 +80,8 @@ def main():
     try:
         wait_listening(up_port, upstream)
         targets = {"direct": up_port}
-        unpaced = {"NOTION_GATEWAY_LIMITS__RATE": "1000000",
+        unpaced = {"NOTION_GATEWAY_LIMITS__PER_MINUTE": "100000000",
+                   "NOTION_GATEWAY_LIMITS__RATE": "1000000",
                    "NOTION_GATEWAY_LIMITS__BURST": "1000000"}
         port = free_port()
         procs.append(start([str(RELEASE / "notion-gateway"), "--listen", f"127.0.0.1:{port}",

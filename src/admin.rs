@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::HeaderValue;
 
-use crate::app::Gateway;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::headers::REQUEST_ID;
 
 pub async fn healthz() -> Response {
@@ -70,8 +70,10 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
     Json(serde_json::json!({
         "upstream": gw.config.upstream.base.to_string().trim_end_matches('/'),
         "limits": {
-            "rate": gw.config.limits.rate,
-            "burst": gw.config.limits.burst,
+            "plan": gw.config.limits.plan.name(),
+            "per_minute": gw.config.limits.per_minute,
+            "rate": gw.config.limits.smoothing.map(|s| s.rate),
+            "burst": gw.config.limits.smoothing.map(|s| s.burst),
             "max_queue": gw.config.limits.max_queue,
             "max_wait_s": gw.config.limits.max_wait.as_secs_f64(),
             "adaptive": gw.config.limits.adaptive,
@@ -86,7 +88,7 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
 /// Where budgets live: `{"mode": "local"}`, or the shared budgets' state (`shared`, or
 /// `local_share` while Redis is unreachable). The Redis URL is shown without its password.
 fn budgets_status(gw: &Gateway) -> serde_json::Value {
-    match gw.shaper.shared_status() {
+    match gw.shaper.redis_status() {
         None => serde_json::json!({"mode": "local"}),
         Some(s) => {
             serde_json::to_value(s).unwrap_or_else(|_| serde_json::json!({"mode": "unknown"}))
@@ -114,7 +116,7 @@ fn status_html(gw: &Gateway, s: &crate::shaper::Snapshot) -> String {
     for k in &s.tokens {
         let u = k.upstream.as_ref();
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} ok, {} 4xx, {} 5xx, {} transport</td><td></td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} / {}</td><td>{}</td><td>{} ok, {} 4xx, {} 5xx, {} transport, {} 429/529</td><td></td></tr>\n",
             esc(&k.key),
             esc(k.workspace.as_deref().unwrap_or("")),
             k.queued,
@@ -130,6 +132,7 @@ fn status_html(gw: &Gateway, s: &crate::shaper::Snapshot) -> String {
             u.map_or(0, |u| u.client_errors),
             u.map_or(0, |u| u.server_errors),
             u.map_or(0, |u| u.transport_errors),
+            u.map_or(0, |u| u.pushed_back),
         ));
     }
     for w in &s.workspaces {
@@ -144,25 +147,24 @@ fn status_html(gw: &Gateway, s: &crate::shaper::Snapshot) -> String {
             w.notion_529,
         ));
     }
-    let backend = match gw.shaper.shared_status() {
+    let backend = match gw.shaper.redis_status() {
         None => "local".to_owned(),
         Some(st) => st.mode.to_owned(),
     };
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>notion-gateway status</title>\
 <meta name=\"viewport\" content=\"width=device-width\"><style>{STATUS_CSS}</style></head>\
-<body data-updates=\"0\"><h1>notion-gateway</h1><p>upstream {}; default budget {}/s, burst {}; max wait {} s</p>\
+<body data-updates=\"0\"><h1>notion-gateway</h1><p>upstream {}; default budget {} requests per minute; max wait {} s</p>\
 <p class=\"bar\"><span>readiness: <b id=\"ready\">–</b></span><span>budgets: <b id=\"backend\">{}</b></span>\
 <span id=\"updated\">rendered by the gateway; live updates need scripts</span></p>\
 <div id=\"chart\"></div>\
 <table><thead><tr><th>integration</th><th>workspace</th><th>queued</th><th>rate now / configured</th>\
-<th>paused (s)</th><th>Notion 429 / 529</th><th>last upstream answer</th><th>upstream answers (4xx includes Notion's 429s)</th><th>window, plan, other</th></tr></thead>\
+<th>paused (s)</th><th>Notion 429 / 529</th><th>last upstream answer</th><th>upstream answers</th><th>window, plan, other</th></tr></thead>\
 <tbody id=\"rows\">\n{}</tbody></table>\
 <p>JSON: <code>curl /status</code>. Keys are integration names or token hash prefixes.</p>\
 <script>{STATUS_SCRIPT}</script></body></html>\n",
         esc(gw.config.upstream.base.to_string().trim_end_matches('/')),
-        gw.config.limits.rate,
-        gw.config.limits.burst,
+        gw.config.limits.per_minute,
         gw.config.limits.max_wait.as_secs_f64(),
         esc(&backend),
         rows
@@ -227,9 +229,9 @@ function row(k, isWorkspace) {
   const u = k.upstream;
   if (u && !isWorkspace) {
     cell(tr, u.last ? u.last + " " + num(u.last_s_ago, 1) + "s ago" : "–");
-    const r429 = (typeof u.rate_limited === "number") ? ", " + u.rate_limited + " 429" : "";
-    cell(tr, u.ok + " ok, " + u.client_errors + " 4xx" + r429 + ", " + u.server_errors + " 5xx, " +
-      u.transport_errors + " transport", u.server_errors + u.transport_errors > 0 ? "warn" : "");
+    const pushed = (typeof u.pushed_back === "number") ? ", " + u.pushed_back + " 429/529" : "";
+    cell(tr, u.ok + " ok, " + u.client_errors + " 4xx, " + u.server_errors + " 5xx, " +
+      u.transport_errors + " transport" + pushed, u.server_errors + u.transport_errors > 0 ? "warn" : "");
   } else {
     cell(tr, ""); cell(tr, "");
   }
@@ -249,7 +251,8 @@ function sample(s) {
     queued += k.queued || 0;
     r429 += k.notion_429 || 0;
     const u = k.upstream || {};
-    answered += (u.ok || 0) + (u.client_errors || 0) + (u.server_errors || 0) + (u.transport_errors || 0);
+    answered += (u.ok || 0) + (u.client_errors || 0) + (u.server_errors || 0) +
+      (u.transport_errors || 0) + (u.pushed_back || 0);
   }
   for (const w of (s.workspaces || [])) r429 += w.notion_429 || 0;
   const now = Date.now();
@@ -333,7 +336,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         return GatewayError::NotFound("/metrics (another metrics recorder is installed)".into())
             .to_response("");
     };
-    let body = crate::metrics::render(handle, &gw.shaper.snapshot());
+    let body = crate::metrics::render(handle, gw.shaper.snapshot().gauges());
     (
         [(
             http::header::CONTENT_TYPE,

@@ -1,4 +1,4 @@
-//! The gateway's shared state and its HTTP surface: which paths exist and what guards them.
+//! The gateway's HTTP surface: which paths exist and what guards them.
 //!
 //! [`App::handle`] is the one entry point for every request hyper parses:
 //!
@@ -14,72 +14,26 @@
 //! extension maps and body boxing were the largest part of the gateway's own per-request work
 //! in a callgrind profile. `bench/instructions.py` measures the result (README, Performance).
 //!
-//! State lives in [`Gateway`], shared by `Arc`, so nothing depends on how many times a
-//! service is cloned or instantiated per connection.
+//! State lives in [`Gateway`] (its own module, below this one and the pipeline); request ids
+//! come from [`crate::request_id`].
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use http::{HeaderValue, Method, Request};
+use http::{Method, Request};
 use hyper::body::Incoming;
-use tokio::sync::watch;
 use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::headers::{self, REQUEST_ID};
-use crate::shaper::Shaper;
-use crate::upstream::Upstream;
+use crate::request_id::RequestIds;
 use crate::{admin, proxy};
-
-/// State shared by every connection and request.
-pub struct Gateway {
-    pub config: Config,
-    pub upstream: Upstream,
-    pub shaper: Shaper,
-    pub retries: crate::retry::Retries,
-    /// Renders `/metrics`; `None` when another metrics recorder was installed first.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// Flips to `true` when the drain deadline passes: requests still waiting answer 503.
-    hard_stop: watch::Receiver<bool>,
-}
-
-impl Gateway {
-    pub fn new(
-        config: Config,
-        hard_stop: watch::Receiver<bool>,
-    ) -> Result<Self, crate::body::BoxError> {
-        let upstream = Upstream::new(&config.upstream)?;
-        let shared = match config.limits.shared.clone() {
-            Some(cfg) => Some(crate::shaper::shared::Shared::new(cfg)?),
-            None => None,
-        };
-        let shaper = Shaper::with_shared(config.limits.clone(), shared);
-        let retries = crate::retry::Retries::new(config.retry.clone());
-        Ok(Self {
-            config,
-            upstream,
-            shaper,
-            retries,
-            metrics: crate::metrics::install(),
-            hard_stop,
-        })
-    }
-
-    /// Resolves when the drain deadline has passed. Never resolves if shutdown never comes.
-    pub async fn hard_stopped(&self) {
-        let mut rx = self.hard_stop.clone();
-        if rx.wait_for(|stop| *stop).await.is_err() {
-            // The sender is gone only after `run` returned; nothing will stop us then.
-            std::future::pending::<()>().await;
-        }
-    }
-}
 
 /// The whole HTTP surface as one service.
 pub struct App {
@@ -152,51 +106,6 @@ pub fn admin_router(gw: &Arc<Gateway>) -> Router {
         .route("/metrics", get(admin::metrics))
         .fallback(admin::not_found)
         .with_state(gw.clone())
-}
-
-/// Makes request ids that look like random UUIDs: a random per-process half and a counter half
-/// (scrambled), so ids are unique within a process and collide across processes only by
-/// chance. Unlike `Uuid::new_v4`, no `getrandom` syscall per request.
-struct RequestIds {
-    seed: [u8; 16],
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        Self {
-            seed: *uuid::Uuid::new_v4().as_bytes(),
-            counter: AtomicU64::new(1),
-        }
-    }
-
-    fn next(&self) -> HeaderValue {
-        let n = self
-            .counter
-            .fetch_add(1, Ordering::Relaxed)
-            .wrapping_add(u64::from_le_bytes([
-                self.seed[0],
-                self.seed[1],
-                self.seed[2],
-                self.seed[3],
-                self.seed[4],
-                self.seed[5],
-                self.seed[6],
-                self.seed[7],
-            ]));
-        // splitmix64 scrambles the counter; the version/variant bits uuid sets take 2 of its 64
-        // bits, so ids repeat only by (astronomically unlikely) chance.
-        let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        let mut bytes = self.seed;
-        bytes[8..].copy_from_slice(&z.to_be_bytes());
-        let id = uuid::Builder::from_random_bytes(bytes).into_uuid();
-        let mut buf = uuid::Uuid::encode_buffer();
-        let text = id.hyphenated().encode_lower(&mut buf);
-        HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
-    }
 }
 
 fn check<B>(config: &Config, req: &Request<B>) -> Result<(), GatewayError> {

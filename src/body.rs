@@ -128,17 +128,49 @@ where
 /// Bodies with a declared length up to `retry.replay_limit` (every ordinary JSON call, and every
 /// request without a body) are read before the request queues; larger or chunked ones (file
 /// uploads) stream through and are not sent twice.
+///
+/// A streamed body reports when it has been read to its end ([`UploadDone`]), so the proxy can
+/// tell a caller still uploading from an upstream that is slow to answer.
 pub enum RequestBody {
     Replayable(Option<Bytes>),
-    Streaming(Pin<Box<GuardedBody<hyper::body::Incoming>>>),
+    Streaming(Pin<Box<GuardedBody<hyper::body::Incoming>>>, UploadDone),
 }
 
 impl RequestBody {
+    /// A streamed body, with its end reported through the returned body's [`UploadDone`].
+    pub fn streaming(body: GuardedBody<hyper::body::Incoming>) -> Self {
+        RequestBody::Streaming(Box::pin(body), UploadDone::new())
+    }
+
     /// A copy for another attempt, if this body can be sent again.
     pub fn replay(&self) -> Option<Self> {
         match self {
             RequestBody::Replayable(b) => Some(RequestBody::Replayable(b.clone())),
-            RequestBody::Streaming(_) => None,
+            RequestBody::Streaming(..) => None,
+        }
+    }
+
+    /// For a streamed body: a receiver that turns `true` once the caller's body has been read
+    /// to its end. `None` for a body in memory (it is sent at once).
+    pub fn upload_done(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        match self {
+            RequestBody::Replayable(_) => None,
+            RequestBody::Streaming(_, done) => Some(done.0.subscribe()),
+        }
+    }
+}
+
+/// Set when a streamed request body has been read to its end.
+pub struct UploadDone(tokio::sync::watch::Sender<bool>);
+
+impl UploadDone {
+    fn new() -> Self {
+        Self(tokio::sync::watch::Sender::new(false))
+    }
+
+    fn mark(&self) {
+        if !*self.0.borrow() {
+            self.0.send_replace(true);
         }
     }
 }
@@ -153,14 +185,22 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             RequestBody::Replayable(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            RequestBody::Streaming(b) => b.as_mut().poll_frame(cx),
+            RequestBody::Streaming(b, done) => {
+                let polled = b.as_mut().poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => done.mark(),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => done.mark(),
+                    _ => {}
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Replayable(b) => b.is_none(),
-            RequestBody::Streaming(b) => b.is_end_stream(),
+            RequestBody::Streaming(b, _) => b.is_end_stream(),
         }
     }
 
@@ -169,7 +209,7 @@ impl Body for RequestBody {
             RequestBody::Replayable(b) => {
                 SizeHint::with_exact(b.as_ref().map_or(0, |d| d.len() as u64))
             }
-            RequestBody::Streaming(b) => b.size_hint(),
+            RequestBody::Streaming(b, _) => b.size_hint(),
         }
     }
 }

@@ -160,12 +160,16 @@ const ROUTES: &[Route] = &[
     e("GET", "/v1/comments/{id}", R),
     e("PATCH", "/v1/comments/{id}", I),
     e("DELETE", "/v1/comments/{id}", I),
-    // File uploads. Sending a part twice or completing twice is not a harmless repeat.
+    // File uploads. Creating one makes a new upload object; sending and completing act on an
+    // existing one and a repeat duplicates nothing: a part is named by its `part_number` and a
+    // second send of the same part is the same part (parts "may be sent concurrently ... and
+    // out of order", https://developers.notion.com/reference/send-a-file-upload), and completing
+    // acts on the one upload object: a second completion cannot make a second file.
     e("GET", "/v1/file_uploads", R),
     e("POST", "/v1/file_uploads", N),
     e("GET", "/v1/file_uploads/{id}", R),
-    e("POST", "/v1/file_uploads/{id}/send", N),
-    e("POST", "/v1/file_uploads/{id}/complete", N),
+    e("POST", "/v1/file_uploads/{id}/send", I),
+    e("POST", "/v1/file_uploads/{id}/complete", I),
     // Async tasks, custom emojis
     e("GET", "/v1/async_tasks/{id}", R),
     e("GET", "/v1/custom_emojis", R),
@@ -195,6 +199,16 @@ const ROUTES: &[Route] = &[
     e("GET", "/v1/sessions/{id}", R),
     e("POST", "/v1/sessions/{id}/cancel", I),
     e("POST", "/v1/sessions/{id}/events/query", R),
+    // Admin API (enterprise organizations, base https://api.notion.com/admin, its own
+    // Notion-Version line): the endpoints of its reference, 2026-12
+    // (https://developers.notion.com/reference/admin/intro). Releasing a hold, adding the same
+    // users to it or revoking sessions twice leaves the same state; an export starts a new one.
+    e("GET", "/admin/v1/legal_holds", R),
+    e("POST", "/admin/v1/legal_holds/{id}/release", I),
+    e("GET", "/admin/v1/legal_holds/{id}/users", R),
+    e("POST", "/admin/v1/legal_holds/{id}/users", I),
+    e("POST", "/admin/v1/legal_holds/{id}/export", N),
+    e("POST", "/admin/v1/managed_users/revoke_session", I),
 ];
 
 /// The catalogue entry for `method path` (`path` without its query string), or the method's
@@ -338,6 +352,24 @@ mod tests {
         assert_eq!(
             class("GET", "/v1/users/me"),
             ("/v1/users/me", Safety::ReadOnly)
+        );
+        // A repeat of a part or of the completion duplicates nothing.
+        for step in ["send", "complete"] {
+            assert_eq!(
+                class("POST", &format!("/v1/file_uploads/{id}/{step}")).1,
+                Safety::Idempotent,
+                "{step}"
+            );
+        }
+        assert_eq!(class("POST", "/v1/file_uploads").1, Safety::NonIdempotent);
+        // The Admin API has its own routes, not `unknown`.
+        assert_eq!(
+            class("GET", "/admin/v1/legal_holds"),
+            ("/admin/v1/legal_holds", Safety::ReadOnly)
+        );
+        assert_eq!(
+            class("POST", &format!("/admin/v1/legal_holds/{id}/export")).1,
+            Safety::NonIdempotent
         );
     }
 

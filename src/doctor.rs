@@ -391,7 +391,7 @@ async fn check_redis(s: &mut Steps, cfg: &Config) {
     let url = crate::config::redact_userinfo(&shared.redis_url);
     let fix = "start Redis or correct limits.redis_url (replicas serve on their local share \
                meanwhile, at limits.redis_local_share of each budget)";
-    let client = match crate::shaper::shared::Shared::new(shared) {
+    let client = match crate::shaper::redis::RedisBudgets::new(shared) {
         Ok(c) => c,
         Err(e) => return s.fail("redis", format!("{url}: {e}"), fix),
     };

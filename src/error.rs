@@ -1,16 +1,21 @@
 //! Errors the gateway itself answers, and the one place they become HTTP responses.
 //!
 //! Every answer that does not come from Notion uses Notion's error shape so the official SDKs
-//! parse it (PRODUCT.md P4):
+//! parse it (docs/behaviour.md §4):
 //!
 //! ```json
 //! {"object":"error","status":504,"code":"gateway_timeout",
-//!  "message":"notion-gateway: ...","request_id":"..."}
+//!  "message":"notion-gateway: ...","request_id":"...","additional_data":{...}}
 //! ```
 //!
-//! Codes are the ones Notion itself documents (`invalid_request_url`, `validation_error`,
-//! `rate_limited`, `service_unavailable`, `bad_gateway`, `gateway_timeout`, ...), so an SDK sees
-//! a familiar error. 429 and 503 carry an integer `Retry-After`.
+//! Every code is one that both official SDKs know ([`SDK_CODES`]): an unknown code makes them
+//! throw `UnknownHTTPResponseError` and drop the message, the code and the request id. The HTTP
+//! status stays what happened (502 for an unreachable Notion, with `service_unavailable`: see
+//! docs/decisions.md, "Error codes the SDKs know"). 429 and 503 carry an integer `Retry-After`
+//! and repeat it in `additional_data.retry_after` (a string of whole seconds, as Notion does,
+//! https://developers.notion.com/reference/request-limits) with a `rate_limit_reason` of the
+//! gateway's own (`gateway_queue_full`, `gateway_max_wait`, ...). `additional_data` values are
+//! strings or string arrays: the JS SDK types them `Record<string, string | string[]>`.
 //!
 //! Messages never contain a token: variants carry only what the gateway itself decided (limits,
 //! durations, the upstream's address) or the description of a transport error, which names
@@ -69,13 +74,65 @@ pub enum GatewayError {
     /// The predicted queue wait exceeds `limits.max_wait` or the request's deadline.
     #[error("this token's budget is spoken for: the predicted wait of {retry_after} s exceeds limits.max_wait or the request deadline; retry after {retry_after} s")]
     WaitTooLong { retry_after: u64 },
+    /// Notion answered this token `public_api_request_blocked` ("This connection's API access
+    /// has been restricted. Retrying won't help."): answered here until its `Retry-After`.
+    #[error("Notion restricted this token's API access (public_api_request_blocked); retrying won't help before {retry_after} s have passed. Contact Notion support")]
+    Blocked { retry_after: u64 },
     /// The request's deadline passed while it waited (Notion paused or slowed the token).
     #[error("the request waited for this token's budget until its deadline; retry after {retry_after} s")]
     QueueExpired { retry_after: u64 },
     /// The gateway is draining and the drain deadline passed before this request finished.
     #[error("the gateway is shutting down; retry against another instance or in a moment")]
     ShuttingDown,
+    /// A proxied path with a dot segment or an encoded separator (see `crate::path`): it
+    /// could name something outside `/v1/` once an upstream or CDN normalises it. Notion's own
+    /// answer to a bad URL is 400 `invalid_request_url` "Invalid request URL"
+    /// (https://developers.notion.com/reference/status-codes).
+    #[error("Invalid request URL: the path has {0}, which is never forwarded")]
+    InvalidPath(&'static str),
+    /// More than one `Authorization` header: which one is charged and which one Notion reads
+    /// would be a guess.
+    #[error("the request has more than one Authorization header; send exactly one")]
+    DuplicateAuthorization,
+    /// `Connection` names an end-to-end header the gateway needs (RFC 9110 §7.6.1: a sender
+    /// must not).
+    #[error("the Connection header names {0}, an end-to-end header; remove it from Connection")]
+    ConnectionNamesEndToEnd(&'static str),
+    /// Every one of the `server.max_connections` connections has a request in progress; this
+    /// connection (from the reserve kept for health probes) cannot take a proxied request.
+    #[error("all {0} client connections (server.max_connections) are busy; retry in a moment")]
+    ConnectionsBusy(usize),
+    /// A request Notion would certainly refuse (docs/behaviour.md §4), refused before it spends
+    /// budget: `message` is Notion's own wording for the same refusal.
+    #[error("{message}")]
+    Refused {
+        /// `invalid_json` or `validation_error`.
+        code: &'static str,
+        /// Metric and log label: `json_too_large`, `page_size`, `too_many_children`,
+        /// `invalid_json`.
+        reason: &'static str,
+        message: String,
+    },
 }
+
+/// The error codes both official SDKs recognise: `APIErrorCode` of `@notionhq/client` 5.26
+/// (https://github.com/makenotion/notion-sdk-js/blob/v5.26.0/src/errors.ts) less `invalid_beta`
+/// and `service_overload`, which notion-client 3.1 lacks
+/// (https://github.com/ramnes/notion-sdk-py/blob/3.1.0/notion_client/errors.py).
+pub const SDK_CODES: [&str; 12] = [
+    "unauthorized",
+    "restricted_resource",
+    "object_not_found",
+    "rate_limited",
+    "invalid_json",
+    "invalid_request_url",
+    "invalid_request",
+    "validation_error",
+    "conflict_error",
+    "internal_server_error",
+    "service_unavailable",
+    "gateway_timeout",
+];
 
 impl GatewayError {
     /// The HTTP status the caller sees.
@@ -93,11 +150,15 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | ConnectionsBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => {
+            InvalidPath(_) | DuplicateAuthorization | ConnectionNamesEndToEnd(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } | Blocked { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            Refused { .. } => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -108,21 +169,57 @@ impl GatewayError {
             AbsoluteForm | NotFound(_) => "invalid_request_url",
             MethodNotAllowed(_) | RequestBodyStalled(_) | RequestBodyBroken(_) => "invalid_request",
             HeadersTooLarge { .. } | BodyTooLarge { .. } => "validation_error",
-            UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => "bad_gateway",
+            // Notion could not be reached: "Notion is unavailable. Try again later." is what
+            // the caller needs to know; the status says it was the gateway that could not reach
+            // it. Neither SDK knows Notion's `bad_gateway` (docs/decisions.md).
+            UpstreamConnect { .. } | UpstreamTls { .. } | UpstreamBroken(_) => {
+                "service_unavailable"
+            }
             UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
-            ShuttingDown => "service_unavailable",
+            ShuttingDown | ConnectionsBusy(_) => "service_unavailable",
             Unauthorized => "unauthorized",
-            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } => "rate_limited",
+            InvalidPath(_) => "invalid_request_url",
+            DuplicateAuthorization | ConnectionNamesEndToEnd(_) => "invalid_request",
+            QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } | Blocked { .. } => {
+                "rate_limited"
+            }
+            Refused { code, .. } => code,
         }
+    }
+
+    /// The gateway's own `rate_limit_reason` for the answers that carry a `Retry-After`.
+    pub fn rate_limit_reason(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::QueueFull { .. } => Some("gateway_queue_full"),
+            GatewayError::WaitTooLong { .. } => Some("gateway_max_wait"),
+            GatewayError::QueueExpired { .. } => Some("gateway_queue_expired"),
+            GatewayError::ShuttingDown => Some("gateway_draining"),
+            // Notion's own reason: the token is answered here because Notion said so.
+            GatewayError::Blocked { .. } => Some("public_api_request_blocked"),
+            _ => None,
+        }
+    }
+
+    /// `additional_data` of the answer: for 429 and 503, `retry_after` (whole seconds, as a
+    /// string) and the gateway's `rate_limit_reason`.
+    pub fn additional_data(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let secs = self.retry_after()?;
+        let mut data = serde_json::Map::new();
+        data.insert("retry_after".into(), secs.to_string().into());
+        if let Some(reason) = self.rate_limit_reason() {
+            data.insert("rate_limit_reason".into(), reason.into());
+        }
+        Some(data)
     }
 
     /// Seconds for `Retry-After`, for the answers that carry one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::ShuttingDown => Some(1),
+            GatewayError::ShuttingDown | GatewayError::ConnectionsBusy(_) => Some(1),
             GatewayError::QueueFull { retry_after, .. }
             | GatewayError::WaitTooLong { retry_after }
-            | GatewayError::QueueExpired { retry_after } => Some(*retry_after),
+            | GatewayError::QueueExpired { retry_after }
+            | GatewayError::Blocked { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -148,6 +245,12 @@ impl GatewayError {
             QueueFull { .. } => "queue_full",
             WaitTooLong { .. } => "max_wait",
             QueueExpired { .. } => "queue_expired",
+            Blocked { .. } => "blocked",
+            InvalidPath(_) => "invalid_path",
+            DuplicateAuthorization => "duplicate_authorization",
+            ConnectionNamesEndToEnd(_) => "connection_names_end_to_end",
+            ConnectionsBusy(_) => "connections_busy",
+            Refused { reason, .. } => reason,
         }
     }
 
@@ -169,12 +272,27 @@ impl GatewayError {
     /// The Notion-shaped response, stamped with the request id the caller will also see in
     /// `x-request-id`.
     pub fn to_response(&self, request_id: &str) -> Response {
-        notion_error(
+        self.to_response_with(request_id, None)
+    }
+
+    /// Like [`to_response`](Self::to_response), with more `additional_data` (the attempts a
+    /// 502 or 504 made and what each got).
+    pub fn to_response_with(
+        &self,
+        request_id: &str,
+        extra: Option<serde_json::Map<String, serde_json::Value>>,
+    ) -> Response {
+        let mut data = self.additional_data();
+        if let Some(extra) = extra {
+            data.get_or_insert_with(Default::default).extend(extra);
+        }
+        notion_error_with(
             self.status(),
             self.code(),
             &self.to_string(),
             request_id,
             self.retry_after(),
+            data,
         )
     }
 }
@@ -209,6 +327,7 @@ impl GatewayError {
             },
             Refusal::WaitTooLong { .. } => GatewayError::WaitTooLong { retry_after },
             Refusal::Expired { .. } => GatewayError::QueueExpired { retry_after },
+            Refusal::Blocked { .. } => GatewayError::Blocked { retry_after },
         }
     }
 }
@@ -222,13 +341,28 @@ pub fn notion_error(
     request_id: &str,
     retry_after: Option<u64>,
 ) -> Response {
-    let body = serde_json::json!({
+    notion_error_with(status, code, message, request_id, retry_after, None)
+}
+
+/// [`notion_error`] with an `additional_data` object.
+pub fn notion_error_with(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+    retry_after: Option<u64>,
+    additional_data: Option<serde_json::Map<String, serde_json::Value>>,
+) -> Response {
+    let mut body = serde_json::json!({
         "object": "error",
         "status": status.as_u16(),
         "code": code,
         "message": format!("notion-gateway: {message}"),
         "request_id": request_id,
     });
+    if let (Some(data), Some(obj)) = (additional_data, body.as_object_mut()) {
+        obj.insert("additional_data".into(), data.into());
+    }
     let mut response = (status, axum::Json(body)).into_response();
     if let Some(secs) = retry_after {
         response
@@ -269,10 +403,69 @@ mod tests {
         );
     }
 
-    #[test]
-    fn shutting_down_carries_retry_after() {
+    #[tokio::test]
+    async fn shutting_down_carries_retry_after_in_the_header_and_the_body() {
         let resp = GatewayError::ShuttingDown.to_response("x");
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["additional_data"]["retry_after"], "1");
+        assert_eq!(
+            v["additional_data"]["rate_limit_reason"],
+            "gateway_draining"
+        );
+    }
+
+    /// Every error the gateway produces carries a code both SDKs know.
+    #[test]
+    fn every_code_is_one_both_sdks_know() {
+        let d = Duration::from_secs(1);
+        let all = [
+            GatewayError::AbsoluteForm,
+            GatewayError::MethodNotAllowed(Method::CONNECT),
+            GatewayError::NotFound("/x".into()),
+            GatewayError::HeadersTooLarge { size: 2, limit: 1 },
+            GatewayError::BodyTooLarge { limit: 1 },
+            GatewayError::RequestBodyStalled(d),
+            GatewayError::RequestBodyBroken("x".into()),
+            GatewayError::UpstreamConnect {
+                upstream: "u".into(),
+                detail: "d".into(),
+            },
+            GatewayError::UpstreamTls {
+                upstream: "u".into(),
+                detail: "d".into(),
+            },
+            GatewayError::UpstreamBroken("x".into()),
+            GatewayError::UpstreamTimeout(d),
+            GatewayError::DeadlineExceeded(d),
+            GatewayError::Unauthorized,
+            GatewayError::QueueFull {
+                queued: 1,
+                retry_after: 1,
+            },
+            GatewayError::WaitTooLong { retry_after: 1 },
+            GatewayError::QueueExpired { retry_after: 1 },
+            GatewayError::ShuttingDown,
+            GatewayError::Refused {
+                code: "invalid_json",
+                reason: "invalid_json",
+                message: "x".into(),
+            },
+        ];
+        for e in &all {
+            assert!(SDK_CODES.contains(&e.code()), "{e:?}: {}", e.code());
+            // The status is kept; 429 and 503 say when to come back, in both places.
+            if matches!(e.status().as_u16(), 429 | 503) {
+                let data = e.additional_data().unwrap();
+                assert_eq!(data["retry_after"], e.retry_after().unwrap().to_string());
+                assert!(data["rate_limit_reason"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("gateway_"));
+            }
+        }
+        assert_eq!(all[9].status(), StatusCode::BAD_GATEWAY);
     }
 }

@@ -60,8 +60,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a caller's request headers for the upstream.
-pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, notion_version: &HeaderValue) {
+/// Rewrites a caller's request headers for the upstream. `notion_version` is added when the
+/// caller sent none (`None`: nothing is added; the Admin API may be configured so).
+pub fn to_upstream(
+    headers: &mut HeaderMap,
+    host: &HeaderValue,
+    notion_version: Option<&HeaderValue>,
+) {
     strip_hop_by_hop(headers);
     headers.remove(header::EXPECT);
     if headers.keys().any(|k| k.as_str().starts_with("x-gateway-")) {
@@ -76,8 +81,10 @@ pub fn to_upstream(headers: &mut HeaderMap, host: &HeaderValue, notion_version: 
     }
     headers.insert(header::HOST, host.clone());
     headers.append(header::VIA, VIA_VALUE);
-    if !headers.contains_key(&NOTION_VERSION) {
-        headers.insert(NOTION_VERSION.clone(), notion_version.clone());
+    if let Some(v) = notion_version {
+        if !headers.contains_key(&NOTION_VERSION) {
+            headers.insert(NOTION_VERSION.clone(), v.clone());
+        }
     }
 }
 
@@ -155,7 +162,7 @@ mod tests {
         ]);
         let host = HeaderValue::from_static("api.notion.com");
         let v = HeaderValue::from_static("2025-09-03");
-        to_upstream(&mut h, &host, &v);
+        to_upstream(&mut h, &host, Some(&v));
         assert_eq!(h[header::HOST], "api.notion.com");
         assert_eq!(h[&NOTION_VERSION], "2025-09-03");
         assert_eq!(h[header::VIA], "1.1 notion-gateway");
@@ -169,7 +176,7 @@ mod tests {
         to_upstream(
             &mut h,
             &HeaderValue::from_static("h"),
-            &HeaderValue::from_static("2025-09-03"),
+            Some(&HeaderValue::from_static("2025-09-03")),
         );
         assert_eq!(h.get_all(&NOTION_VERSION).iter().count(), 1);
         assert_eq!(h[&NOTION_VERSION], "2022-06-28");

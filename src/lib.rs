@@ -8,18 +8,20 @@
 //!
 //! * [`config`]: layered configuration (defaults < file < env < flags), validated into [`Config`].
 //! * [`server`]: [`run`] — accept loop, connection timeouts, graceful drain.
-//! * [`app`]: shared [`app::Gateway`] state, routes, and the guard that keeps it from being
-//!   an open proxy.
+//! * [`app`]: the HTTP surface: routes, and the guard that keeps it from being an open proxy.
+//! * [`gateway`]: the state every connection and request shares ([`gateway::Gateway`]).
+//! * [`request_id`]: `x-request-id` values the gateway makes.
 //! * [`proxy`]: the request pipeline, caller → Notion → caller.
 //! * [`catalogue`]: every Notion endpoint, its route label and what a repeat of it would do.
+//! * [`rate_limit`]: what Notion's 429/529 say (`Retry-After`, `rate_limit_reason`).
 //! * [`retry`]: which failed attempts go again, backoff, the retry budget.
 //! * [`upstream`]: the only code that talks to Notion (pool, TLS, corporate proxy).
 //! * [`headers`]: hop-by-hop rules, `Host`, `Notion-Version`.
 //! * [`body`]: streaming bodies with stall timeouts and size limits.
 //! * [`error`]: every answer the gateway gives by itself, in Notion's JSON shape.
 //! * [`identity`]: tokens reduced to short hashes.
-//! * [`limiter`]: GCRA budget of one key, a pure function of time (the shaper builds on it).
-//! * [`shaper`]: per-token and per-workspace budgets, fair queues, Notion's 429/529.
+//! * [`shaper`]: per-token and per-workspace budgets (GCRA in [`shaper::limiter`]), fair
+//!   queues, Notion's 429/529; budgets in this process or in Redis.
 //! * [`admin`]: `/healthz`, `/readyz`, `/status`.
 //! * [`telemetry`]: logging and the per-request event.
 //! * [`metrics`]: metric names and the calls that record them.
@@ -36,12 +38,14 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod error;
+pub mod gateway;
 pub mod headers;
 pub mod identity;
-pub mod limiter;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod report;
+pub mod request_id;
 pub mod retry;
 pub mod server;
 pub mod shaper;

@@ -3,16 +3,14 @@
 //! Recorded through the `metrics` facade into one process-wide `metrics-exporter-prometheus`
 //! recorder, rendered by `GET /metrics`. Labels are bounded: route templates of the endpoint
 //! catalogue (never an id), integration names or token hash prefixes (never a token), status
-//! codes, and reasons from fixed lists; a reason Notion sends is kept only if it looks like an
-//! identifier (see [`reason_label`]).
+//! codes, and reasons from fixed lists (Notion's `rate_limit_reason` is mapped onto the
+//! documented values, `other` for anything else: [`crate::shaper::Limit::LABELS`]).
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::shaper::Snapshot;
 
 /// Requests answered, by `route`, `method` and `status`.
 pub const REQUESTS: &str = "notion_gateway_requests_total";
@@ -39,6 +37,11 @@ pub const QUEUE_WAIT: &str = "notion_gateway_queue_wait_seconds";
 pub const QUEUE_DEPTH: &str = "notion_gateway_queue_depth";
 /// The rate the shaper currently allows, by `integration` (set when `/metrics` is read).
 pub const EFFECTIVE_RATE: &str = "notion_gateway_effective_rate";
+/// Requests counted in the key's 60-second window, by `integration` (set when `/metrics` is
+/// read).
+pub const WINDOW_USED: &str = "notion_gateway_window_used";
+/// The key's window budget in force (configured, learned or provisional), by `integration`.
+pub const WINDOW_BUDGET: &str = "notion_gateway_window_budget";
 /// Seconds until Notion's pause of the key ends, by `integration` (0 when not paused).
 pub const PAUSED: &str = "notion_gateway_paused_seconds";
 /// Notion's 429 and 529, by `integration`, `status` and `reason` (`rate_limit_reason`).
@@ -70,6 +73,8 @@ pub const ALL: &[&str] = &[
     QUEUE_WAIT,
     QUEUE_DEPTH,
     EFFECTIVE_RATE,
+    WINDOW_USED,
+    WINDOW_BUDGET,
     PAUSED,
     NOTION_PUSHBACKS,
     REJECTIONS,
@@ -172,6 +177,14 @@ fn describe() {
         "Requests per second the shaper allows now (below the configured rate after Notion's 429s)."
     );
     describe_gauge!(
+        WINDOW_USED,
+        "Requests counted in the key's 60-second window (Notion's per-connection model)."
+    );
+    describe_gauge!(
+        WINDOW_BUDGET,
+        "The key's window budget in force: configured, learned from Notion's 429s, or a workspace's guess."
+    );
+    describe_gauge!(
         PAUSED,
         Unit::Seconds,
         "Seconds until Notion's Retry-After pause ends."
@@ -200,13 +213,31 @@ fn describe() {
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
 }
 
-/// The Prometheus text for `GET /metrics`: the shaper's gauges are set from `snapshot` first.
-pub fn render(handle: &PrometheusHandle, snapshot: &Snapshot) -> String {
-    for k in snapshot.tokens.iter().chain(&snapshot.workspaces) {
-        let key = k.key.clone();
-        metrics::gauge!(QUEUE_DEPTH, "integration" => key.clone()).set(k.queued as f64);
-        metrics::gauge!(EFFECTIVE_RATE, "integration" => key.clone()).set(k.effective_rate);
-        metrics::gauge!(PAUSED, "integration" => key).set(k.paused_for_s.unwrap_or(0.0));
+/// One budget key's gauges, as the shaper reports them when `/metrics` is read.
+#[derive(Debug, Clone)]
+pub struct KeyGauges {
+    /// The `integration` label: a configured name, a workspace, or a token's hash prefix.
+    pub integration: String,
+    pub queued: usize,
+    pub effective_rate: f64,
+    pub paused_s: f64,
+    /// Releases counted in the window, and its budget.
+    pub window: Option<(u32, u32)>,
+}
+
+/// The Prometheus text for `GET /metrics`: the shaper's gauges are set from `keys` first.
+pub fn render(handle: &PrometheusHandle, keys: impl IntoIterator<Item = KeyGauges>) -> String {
+    for k in keys {
+        metrics::gauge!(QUEUE_DEPTH, "integration" => k.integration.clone()).set(k.queued as f64);
+        metrics::gauge!(EFFECTIVE_RATE, "integration" => k.integration.clone())
+            .set(k.effective_rate);
+        if let Some((used, budget)) = k.window {
+            metrics::gauge!(WINDOW_USED, "integration" => k.integration.clone())
+                .set(f64::from(used));
+            metrics::gauge!(WINDOW_BUDGET, "integration" => k.integration.clone())
+                .set(f64::from(budget));
+        }
+        metrics::gauge!(PAUSED, "integration" => k.integration).set(k.paused_s);
     }
     metrics::gauge!(IN_FLIGHT).set(IN_FLIGHT_NOW.load(std::sync::atomic::Ordering::Relaxed) as f64);
     handle.run_upkeep();
@@ -267,12 +298,14 @@ pub fn queue_wait(integration: &std::sync::Arc<str>, waited: Duration) {
         .record(waited.as_secs_f64());
 }
 
-pub fn notion_pushback(integration: &std::sync::Arc<str>, status: u16, reason: Option<&str>) {
+/// Notion's 429 or 529 for `integration`; `reason` is one of a fixed set of labels (the
+/// documented `rate_limit_reason` values, `other`, `service_overload`).
+pub fn notion_pushback(integration: &std::sync::Arc<str>, status: u16, reason: &'static str) {
     metrics::counter!(
         NOTION_PUSHBACKS,
         "integration" => integration.clone(),
         "status" => status_label(status),
-        "reason" => reason_label(reason)
+        "reason" => reason
     )
     .increment(1);
 }
@@ -340,46 +373,12 @@ fn method_label(m: &http::Method) -> &'static str {
     }
 }
 
-/// Notion's `rate_limit_reason` as a label: kept when it looks like a reason word
-/// (`workspace_rate_limit`: lowercase letters and `_` only, at most 40), otherwise `other`;
-/// `none` when absent. No digits, so no id or token can pass, whatever the upstream sends.
-pub fn reason_label(reason: Option<&str>) -> String {
-    match reason {
-        None => "none".into(),
-        Some(r)
-            if !r.is_empty()
-                && r.len() <= 40
-                && r.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
-        {
-            r.into()
-        }
-        Some(_) => "other".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn labels_cannot_carry_ids_or_tokens() {
-        assert_eq!(
-            reason_label(Some("workspace_rate_limit")),
-            "workspace_rate_limit"
-        );
-        assert_eq!(reason_label(None), "none");
-        for hostile in [
-            "59833787-2cf9-4fdf-8782-e53db20768a5",
-            "598337872cf94fdf8782e53db20768a5",
-            "Bearer ntn_secret",
-            "ntn_4a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f",
-            "secret_abcdefghijklmnopqrstuvwxyzabcdefghijk",
-            "with space",
-            "12345",
-            "",
-        ] {
-            assert_eq!(reason_label(Some(hostile)), "other", "{hostile}");
-        }
         // Route labels are catalogue templates: a path full of ids maps to its template.
         let e = crate::catalogue::classify(
             &http::Method::GET,

@@ -31,8 +31,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 
-use crate::app::{App, Gateway};
+use crate::app::App;
 use crate::config::{Config, MAX_HEAD_BUFFER};
+use crate::gateway::Gateway;
 
 /// After the drain deadline, how long 503 answers get to reach their callers.
 const HARD_STOP_GRACE: Duration = Duration::from_secs(2);

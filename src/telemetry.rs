@@ -290,6 +290,9 @@ pub struct RequestLog {
     /// How each failed attempt ended (`502`, `reset`, `connect`, `timeout`, ...), in order;
     /// empty (and unallocated) when the first attempt answered.
     pub failed_attempts: Vec<&'static str>,
+    /// Per upstream attempt, in order: what it got (`200`, `502`, `429`, `reset`, ...) and
+    /// Notion's `x-notion-request-id` when it sent one (Notion support asks for them).
+    pub attempt_log: Vec<(&'static str, Option<HeaderValue>)>,
     status: u16,
     duration: Duration,
     notion_request_id: Option<HeaderValue>,
@@ -313,6 +316,7 @@ impl RequestLog {
             upstream_status: None,
             route: crate::catalogue::UNKNOWN,
             failed_attempts: Vec::new(),
+            attempt_log: Vec::new(),
             status: 0,
             duration: Duration::ZERO,
             notion_request_id: None,
@@ -346,6 +350,7 @@ pub fn log_request(l: &RequestLog) {
         queue_wait_ms = l.queue_wait.as_secs_f64() * 1000.0,
         attempts = l.attempts,
         failed_attempts = %Joined(&l.failed_attempts),
+        notion_request_ids = %AttemptIds(&l.attempt_log),
         upstream_status = l.upstream_status.unwrap_or(0),
         error = l.error.unwrap_or(""),
         "request"
@@ -362,6 +367,30 @@ impl std::fmt::Display for Joined<'_> {
                 f.write_str(",")?;
             }
             f.write_str(s)?;
+        }
+        Ok(())
+    }
+}
+
+/// `id1,-,id3`: the `x-notion-request-id` of each attempt (`-` for one that got none); empty
+/// when no attempt was made.
+struct AttemptIds<'a>(&'a [(&'static str, Option<HeaderValue>)]);
+
+impl std::fmt::Display for AttemptIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (_, id)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            // Notion's ids are UUIDs; anything else (a comma, a space) is not written whole.
+            let id = id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| {
+                    !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .unwrap_or("-");
+            f.write_str(id)?;
         }
         Ok(())
     }
@@ -395,6 +424,18 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn every_attempts_notion_request_id_is_listed_in_order() {
+        let ids = [
+            ("502", Some(HeaderValue::from_static("a1b2-c3"))),
+            ("reset", None),
+            ("200", Some(HeaderValue::from_static("not, an id"))),
+            ("200", Some(HeaderValue::from_static("d4e5"))),
+        ];
+        assert_eq!(AttemptIds(&ids).to_string(), "a1b2-c3,-,-,d4e5");
+        assert_eq!(AttemptIds(&[]).to_string(), "");
     }
 
     #[test]

@@ -240,8 +240,8 @@ fn ms(n: u64) -> Duration {
 /// A budget high enough that nothing waits for the shaper.
 fn unpaced(notion: &FakeNotion) -> notion_gateway::Config {
     let mut cfg = config_for(notion);
-    cfg.limits.rate = 100_000.0;
-    cfg.limits.burst = 100_000;
+    cfg.limits.per_minute = 100_000_000;
+    cfg.limits.smoothing = None;
     cfg
 }
 
@@ -358,6 +358,12 @@ async fn adaptive_false_never_lowers_the_rate() {
         notion.push(Reply::rate_limited(1));
         notion.push(Reply::rate_limited(1));
         let mut cfg = config_for(&notion);
+        // What adapts is the smoothing rate (answered without a rate_limit_reason, as
+        // Notion's GCRA-era 429s were).
+        cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+            rate: 3.0,
+            burst: 3,
+        });
         cfg.limits.adaptive = adaptive;
         let gw = TestGateway::start(cfg).await;
         assert_eq!(gw.get("/v1/users/me").await.status, 200);
@@ -379,8 +385,10 @@ async fn adaptive_false_never_lowers_the_rate() {
 async fn client_weights_give_a_caller_more_turns() {
     let notion = FakeNotion::start().await;
     let mut cfg = config_for(&notion);
-    cfg.limits.rate = 10.0;
-    cfg.limits.burst = 1;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+        rate: 10.0,
+        burst: 1,
+    });
     cfg.limits.client_weights.insert("heavy".into(), 3);
     let gw = TestGateway::start(cfg).await;
     let mut calls = Vec::new();
@@ -459,6 +467,8 @@ fn stdout_of_a_run(env: &[(&str, &str)]) -> String {
     let mut child = bin()
         .env("NOTION_GATEWAY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("NOTION_GATEWAY_UPSTREAM__URL", "http://127.0.0.1:9")
+        // One attempt: the refused upstream answers 502 at once instead of after retries.
+        .env("NOTION_GATEWAY_RETRY__MAX_ATTEMPTS", "1")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -600,8 +610,10 @@ async fn redis_prefix_separates_the_budgets_of_gateways_on_one_redis() {
     let notion = FakeNotion::start().await;
     let replica = |prefix: &str| {
         let mut cfg = config_for(&notion);
-        cfg.limits.rate = 1.0;
-        cfg.limits.burst = 1;
+        cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+            rate: 1.0,
+            burst: 1,
+        });
         cfg.limits.shared = Some(notion_gateway::config::SharedBudgets {
             redis_url: format!("redis://127.0.0.1:{port}"),
             timeout: Duration::from_secs(2),
@@ -654,4 +666,118 @@ async fn redis_prefix_separates_the_budgets_of_gateways_on_one_redis() {
     );
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The configuration a file gives, read and validated as `serve` reads it, pointed at `notion`.
+fn config_from_toml(notion: &FakeNotion, toml: &str) -> notion_gateway::Config {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("ngw-keys-{}-{n}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!("[upstream]\nurl = \"{}\"\n\n{toml}\n", notion.url()),
+    )
+    .unwrap();
+    let loaded = notion_gateway::config::load(&notion_gateway::config::Overrides {
+        config_file: Some(path.clone()),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{toml}"));
+    let _ = std::fs::remove_file(&path);
+    loaded.config
+}
+
+fn sha_hex(token: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The `/status` entry of `key` (a token's name or hash prefix, or a workspace), after a
+/// request with `token`.
+async fn status_after(cfg: notion_gateway::Config, token: &str) -> serde_json::Value {
+    let gw = TestGateway::start(cfg).await;
+    let r = gw
+        .send(
+            gw.request_as(Method::GET, "/v1/pages/1", token)
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    tokio::time::sleep(ms(200)).await; // workspace discovery runs beside the request
+    gw.get("/status").await.json()
+}
+
+/// `limits.plan` and `limits.per_minute`: the window budget a token gets (standard 180 per
+/// minute by default; business 600; per_minute overrides the plan's).
+#[tokio::test]
+async fn plan_and_per_minute_set_the_window_budget() {
+    let notion = FakeNotion::start().await;
+    for (toml, plan, budget) in [
+        ("", "standard", 180),
+        ("[limits]\nplan = \"business\"", "business", 600),
+        ("[limits]\nper_minute = 60", "custom", 60),
+    ] {
+        let v = status_after(config_from_toml(&notion, toml), "ntn_window_token").await;
+        let t = &v["tokens"][0];
+        assert_eq!(t["plan"], plan, "{toml}: {v}");
+        assert_eq!(t["window"]["budget"], budget, "{toml}: {v}");
+    }
+}
+
+/// `integrations.plan`: one integration on the business plan gets 600 per minute while
+/// other tokens keep the standard 180.
+#[tokio::test]
+async fn an_integrations_plan_is_its_own() {
+    let notion = FakeNotion::start().await;
+    let toml = format!(
+        "[[integrations]]\nname = \"biz\"\ntoken_sha256 = \"{}\"\nplan = \"business\"\n",
+        sha_hex("ntn_biz_token")
+    );
+    let v = status_after(config_from_toml(&notion, &toml), "ntn_biz_token").await;
+    let t = &v["tokens"][0];
+    assert_eq!(t["key"], "biz", "{v}");
+    assert_eq!(t["plan"], "business", "{v}");
+    assert_eq!(t["window"]["budget"], 600, "{v}");
+    let v = status_after(config_from_toml(&notion, &toml), "ntn_plain_token").await;
+    assert_eq!(v["tokens"][0]["window"]["budget"], 180, "{v}");
+}
+
+/// `workspaces.<name>.id` and `workspaces.<name>.per_minute`: a token Notion says belongs to
+/// that id joins the configured workspace by name, whose window is the configured budget.
+#[tokio::test]
+async fn a_configured_workspace_id_and_budget_apply_to_discovered_tokens() {
+    let notion = FakeNotion::start().await;
+    let id = "0a0b0c0d-0000-4000-8000-00000000ac4e";
+    notion.workspace(id, &["ntn_ws_token"], None);
+    let toml = format!("[workspaces.acme]\nid = \"{id}\"\nper_minute = 60\n");
+    let v = status_after(config_from_toml(&notion, &toml), "ntn_ws_token").await;
+    assert_eq!(v["tokens"][0]["workspace"], "acme", "{v}");
+    let ws = v["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["key"] == "acme")
+        .cloned()
+        .unwrap_or_else(|| panic!("no workspace acme: {v}"));
+    assert_eq!(ws["window"]["budget"], 60, "{v}");
+}
+
+/// `limits.discover_workspaces`: on (the default) the gateway asks `GET /v1/users/me` once for
+/// a new token; off it never does.
+#[tokio::test]
+async fn discover_workspaces_off_asks_notion_nothing() {
+    for (toml, calls) in [("", 1), ("[limits]\ndiscover_workspaces = false", 0)] {
+        let notion = FakeNotion::start().await;
+        let _ = status_after(config_from_toml(&notion, toml), "ntn_discovery_token").await;
+        let me = notion
+            .received()
+            .iter()
+            .filter(|r| r.uri == "/v1/users/me")
+            .count();
+        assert_eq!(me, calls, "{toml:?}");
+    }
 }

@@ -33,7 +33,10 @@ async fn metrics_show_traffic_retries_pushbacks_and_rejections_with_bounded_labe
     // A read through a 502 (retried), one through Notion's 429 (paused, sent again).
     notion.push(Reply::html_502());
     assert_eq!(gw.send(get(PAGE)).await.status, 200);
-    notion.push(Reply::rate_limited_because(1, "integration_rate_limit"));
+    notion.push(Reply::rate_limited_because(
+        1,
+        "public_api_request_rate_limit",
+    ));
     assert_eq!(gw.send(get(PAGE)).await.status, 200);
     // Answered by the gateway itself.
     let no_auth = gw
@@ -90,7 +93,7 @@ async fn metrics_show_traffic_retries_pushbacks_and_rejections_with_bounded_labe
         value(
             &text,
             &format!(
-                r#"notion_gateway_notion_pushbacks_total{{integration="{}",status="429",reason="integration_rate_limit"}}"#,
+                r#"notion_gateway_notion_pushbacks_total{{integration="{}",status="429",reason="public_api_request_rate_limit"}}"#,
                 hash.as_str()
             )
         ),

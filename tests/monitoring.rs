@@ -281,7 +281,10 @@ async fn traffic(gw: &TestGateway, notion: &FakeNotion) {
         .post_json("/v1/pages", serde_json::json!({"parent": {}}))
         .await;
     assert_eq!(created.status, 502);
-    notion.push(Reply::rate_limited_because(1, "integration_rate_limit"));
+    notion.push(Reply::rate_limited_because(
+        1,
+        "public_api_request_rate_limit",
+    ));
     assert_eq!(gw.get("/v1/users/me").await.status, 200);
     let anonymous = http::Request::get(gw.url("/v1/users"))
         .body(empty())

@@ -178,10 +178,24 @@ async fn request_ids_are_kept_or_created() {
 }
 
 #[tokio::test]
-async fn notion_errors_pass_through_unchanged() {
+async fn notion_errors_pass_through_byte_for_byte_and_edge_pages_become_notion_errors() {
     let notion = FakeNotion::start().await;
-    notion.push(Reply::notion_error(404, "object_not_found"));
-    notion.push(Reply::html_502());
+    // Notion's own JSON error, spacing and key order included, must arrive unchanged.
+    let own = r#"{"object":"error","status":404,  "code":"object_not_found","message":"Could not find page with ID: x.","request_id":"n-1"}"#;
+    notion.push(Reply::Full {
+        status: 404,
+        headers: vec![
+            ("content-type", "application/json; charset=utf-8".into()),
+            ("x-notion-request-id", "n-1".into()),
+        ],
+        body: bytes::Bytes::from_static(own.as_bytes()),
+    });
+    notion.push(Reply::html_502().with_header("cf-ray", "8f1e2d3c4b5a6978-AMS"));
+    notion.push(Reply::Full {
+        status: 403,
+        headers: vec![],
+        body: bytes::Bytes::new(),
+    });
     // Retries off: this is about what reaches the caller (tests/retries.rs covers retries).
     let mut cfg = config_for(&notion);
     cfg.retry.max_attempts = 1;
@@ -189,8 +203,41 @@ async fn notion_errors_pass_through_unchanged() {
 
     let r = gw.get("/v1/users").await;
     assert_eq!(r.status, 404);
-    assert_eq!(r.json()["code"], "object_not_found");
+    assert_eq!(r.body, own.as_bytes(), "byte for byte");
+    assert_eq!(r.header("x-notion-request-id"), Some("n-1"));
 
+    // Cloudflare's HTML page: same status, Notion's shape, a code both SDKs know, and what
+    // came back named in the message (for clients that show only the message).
+    let r = gw.get("/v1/users").await;
+    let v = r.assert_gateway_error(502, "service_unavailable");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cf-ray"), Some("8f1e2d3c4b5a6978-AMS"), "kept");
+    let msg = v["message"].as_str().unwrap();
+    for part in [
+        "502",
+        "text/html",
+        "\"502 Bad Gateway\"",
+        "cf-ray 8f1e2d3c4b5a6978-AMS",
+    ] {
+        assert!(msg.contains(part), "{part} in {msg}");
+    }
+    assert_eq!(v["additional_data"]["edge_page_title"], "502 Bad Gateway");
+    assert_eq!(v["additional_data"]["cf_ray"], "8f1e2d3c4b5a6978-AMS");
+
+    // An empty 403 from the edge.
+    let r = gw.get("/v1/users").await;
+    let v = r.assert_gateway_error(403, "restricted_resource");
+    assert!(v["message"].as_str().unwrap().contains("empty body"));
+}
+
+#[tokio::test]
+async fn edge_pages_pass_untouched_when_rewriting_is_off() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::html_502());
+    let mut cfg = config_for(&notion);
+    cfg.retry.max_attempts = 1;
+    cfg.errors.rewrite_edge_pages = false;
+    let gw = TestGateway::start(cfg).await;
     let r = gw.get("/v1/users").await;
     assert_eq!(r.status, 502);
     assert_eq!(r.header("content-type"), Some("text/html"));
@@ -383,7 +430,7 @@ async fn refused_upstream_connection_is_a_502() {
     cfg.upstream.base = format!("http://{closed}/").parse().unwrap();
     let gw = TestGateway::start(cfg).await;
     let r = gw.get("/v1/users/me").await;
-    let v = r.assert_gateway_error(502, "bad_gateway");
+    let v = r.assert_gateway_error(502, "service_unavailable");
     let msg = v["message"].as_str().unwrap();
     assert!(msg.contains("could not connect"), "{msg}");
     assert!(msg.contains(&closed.to_string()), "{msg}");
@@ -398,7 +445,7 @@ async fn upstream_reset_before_answering_is_a_502() {
     cfg.retry.max_attempts = 1;
     let gw = TestGateway::start(cfg).await;
     let r = gw.get("/v1/users").await;
-    let v = r.assert_gateway_error(502, "bad_gateway");
+    let v = r.assert_gateway_error(502, "service_unavailable");
     assert!(v["message"]
         .as_str()
         .unwrap()
@@ -474,7 +521,7 @@ async fn readiness_follows_an_upstream_that_goes_away_and_comes_back() {
     drop(notion); // the port now refuses connections
     gw.get("/v1/users/me")
         .await
-        .assert_gateway_error(502, "bad_gateway");
+        .assert_gateway_error(502, "service_unavailable");
     let r = gw.get("/readyz").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["status"], "upstream_unreachable");
@@ -518,7 +565,7 @@ mod tls {
         let (addr, _ca, _task) = tls_notion().await;
         let gw = TestGateway::start(https_config(addr.port())).await;
         let r = gw.get("/v1/users/me").await;
-        let v = r.assert_gateway_error(502, "bad_gateway");
+        let v = r.assert_gateway_error(502, "service_unavailable");
         let msg = v["message"].as_str().unwrap();
         assert!(msg.contains("TLS handshake"), "{msg}");
     }
@@ -569,7 +616,208 @@ mod tls {
         let v = gw
             .get("/v1/users/me")
             .await
-            .assert_gateway_error(502, "bad_gateway");
+            .assert_gateway_error(502, "service_unavailable");
         assert!(v["message"].as_str().unwrap().contains("could not connect"));
     }
+}
+
+/// The gateway's own 429 says when to come back in the body too, for clients that cannot read
+/// headers (MCP tools), with a reason of its own that no Notion 429 carries.
+#[tokio::test(start_paused = true)]
+async fn the_gateways_own_429_carries_additional_data() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+        rate: 1.0,
+        burst: 1,
+    });
+    cfg.limits.max_wait = Duration::from_secs(2);
+    let gw = TestGateway::start(cfg).await;
+    let calls: Vec<_> = (0..5)
+        .map(|i| {
+            tokio::spawn(
+                gw.send_detached(
+                    gw.request(Method::GET, &format!("/v1/users/{i}"))
+                        .body(empty())
+                        .unwrap(),
+                ),
+            )
+        })
+        .collect();
+    let mut refused = 0;
+    for c in calls {
+        let r = c.await.unwrap();
+        if r.status == 429 {
+            refused += 1;
+            let v = r.assert_gateway_error(429, "rate_limited");
+            let data = &v["additional_data"];
+            assert_eq!(data["rate_limit_reason"], "gateway_max_wait", "{v}");
+            assert_eq!(
+                Some(data["retry_after"].as_str().unwrap()),
+                r.header("retry-after")
+            );
+        }
+    }
+    assert_eq!(refused, 2);
+}
+
+fn json_req(
+    gw: &TestGateway,
+    method: Method,
+    path: &str,
+    body: String,
+) -> http::Request<ClientBody> {
+    gw.request(method, path)
+        .header("content-type", "application/json")
+        .body(full(body))
+        .unwrap()
+}
+
+/// What Notion certainly refuses is refused before it spends budget, in Notion's wording, and
+/// never reaches Notion; uploads keep their 20 MB.
+#[tokio::test]
+async fn requests_notion_would_refuse_are_refused_before_any_budget() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let block = r#"{"object":"block","type":"paragraph","paragraph":{"rich_text":[]}}"#;
+    let children = |n: usize| format!(r#"{{"children":[{}]}}"#, vec![block; n].join(","));
+    let page = "/v1/blocks/598337872cf94fdf8782e53db20768a5/children";
+
+    let cases: Vec<(http::Request<ClientBody>, &str, &str)> = vec![
+        (
+            json_req(&gw, Method::PATCH, page, children(101)),
+            "validation_error",
+            "body failed validation: body.children.length should be ≤ `100`, instead was `101`.",
+        ),
+        (
+            json_req(
+                &gw,
+                Method::POST,
+                "/v1/pages",
+                format!(
+                    r#"{{"parent":{{"page_id":"x"}},"properties":{{}},"children":[{}]}}"#,
+                    vec![block; 150].join(",")
+                ),
+            ),
+            "validation_error",
+            "instead was `150`",
+        ),
+        (
+            gw.request(Method::GET, "/v1/users?page_size=250")
+                .body(empty())
+                .unwrap(),
+            "validation_error",
+            "query failed validation: query.page_size should be ≤ `100`, instead was `250`.",
+        ),
+        (
+            json_req(
+                &gw,
+                Method::POST,
+                "/v1/search",
+                r#"{"page_size":101}"#.into(),
+            ),
+            "validation_error",
+            "body failed validation: body.page_size should be ≤ `100`, instead was `101`.",
+        ),
+        (
+            json_req(&gw, Method::POST, "/v1/search", r#"{"query": "x",}"#.into()),
+            "invalid_json",
+            "Error parsing JSON body.",
+        ),
+        (
+            json_req(
+                &gw,
+                Method::POST,
+                "/v1/pages",
+                format!(r#"{{"x":"{}"}}"#, "a".repeat(600 * 1024)),
+            ),
+            "validation_error",
+            "500KB",
+        ),
+    ];
+    for (req, code, wording) in cases {
+        let what = format!("{} {}", req.method(), req.uri().path());
+        let r = gw.send(req).await;
+        let v = r.assert_gateway_error(400, code);
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.contains(wording), "{what}: {msg}");
+    }
+    assert_eq!(notion.received().len(), 0, "nothing reached Notion");
+
+    // At the limits, and a multipart upload over 500 KB, everything goes.
+    let r = gw
+        .send(json_req(&gw, Method::PATCH, page, children(100)))
+        .await;
+    assert_eq!(r.status, 200);
+    let r = gw.get("/v1/users?page_size=100").await;
+    assert_eq!(r.status, 200);
+    let upload = gw
+        .request(Method::POST, "/v1/file_uploads/f1/send")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(full(vec![b'a'; 2 * 1024 * 1024]))
+        .unwrap();
+    assert_eq!(gw.send(upload).await.status, 200);
+    assert_eq!(notion.received().len(), 3);
+
+    // Counted by reason.
+    let m = gw.get("/metrics").await;
+    let text = String::from_utf8_lossy(&m.body);
+    for reason in [
+        "too_many_children",
+        "page_size",
+        "invalid_json",
+        "json_too_large",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("notion_gateway_rejections_total")
+                    && l.contains(&format!("reason=\"{reason}\""))),
+            "{reason}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn pre_validation_can_be_switched_off() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.errors.prevalidate = false;
+    let gw = TestGateway::start(cfg).await;
+    let r = gw.get("/v1/users?page_size=250").await;
+    assert_eq!(r.status, 200);
+    let r = gw
+        .send(json_req(&gw, Method::POST, "/v1/search", "{oops".into()))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(notion.received().len(), 2);
+}
+
+/// `/admin/v1/*` gets the Admin API's own version line (or none), never the public API's.
+#[tokio::test]
+async fn the_admin_api_gets_its_own_default_version() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let r = gw.get("/admin/v1/legal_holds").await;
+    assert_eq!(r.json()["headers"]["notion-version"], "2026-06-01");
+    let r = gw.get("/v1/users/me").await;
+    assert_eq!(r.json()["headers"]["notion-version"], "2025-09-03");
+    let r = gw
+        .send(
+            gw.request(Method::GET, "/admin/v1/legal_holds")
+                .header("notion-version", "2027-01-01")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        r.json()["headers"]["notion-version"],
+        "2027-01-01",
+        "the caller's wins"
+    );
+
+    let mut cfg = config_for(&notion);
+    cfg.upstream.admin_notion_version = None;
+    let gw = TestGateway::start(cfg).await;
+    let r = gw.get("/admin/v1/legal_holds").await;
+    assert!(r.json()["headers"].get("notion-version").is_none());
 }

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use http::Method;
 use notion_gateway::config::SharedBudgets;
-use notion_gateway::limiter::Gcra;
-use notion_gateway::shaper::shared::script_source;
+use notion_gateway::shaper::limiter::Gcra;
+use notion_gateway::shaper::redis::script_source;
 use support::*;
 use tokio::time::Instant;
 
@@ -103,8 +103,7 @@ fn replica(
     burst: u32,
 ) -> notion_gateway::Config {
     let mut cfg = config_for(notion);
-    cfg.limits.rate = rate;
-    cfg.limits.burst = burst;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing { rate, burst });
     cfg.limits.shared = Some(SharedBudgets {
         redis_url: redis.url(),
         timeout: Duration::from_millis(200),
@@ -423,16 +422,21 @@ async fn a_workspace_budget_holds_across_replicas_and_tokens() {
         cfg.limits.workspaces.insert(
             acme.clone(),
             WorkspaceBudget {
-                rate: 4.0,
-                burst: 2,
+                rate: Some(4.0),
+                burst: Some(2),
+                ..Default::default()
             },
         );
         for (name, token) in [("sync", "ntn_sync"), ("wiki", "ntn_wiki")] {
             cfg.limits.integrations.push(Integration {
                 name: name.into(),
                 token_sha256: sha2::Sha256::digest(token).into(),
-                rate: 10.0,
-                burst: 2,
+                plan: notion_gateway::config::Plan::Standard,
+                per_minute: 180,
+                smoothing: Some(notion_gateway::config::Smoothing {
+                    rate: 10.0,
+                    burst: 2,
+                }),
                 workspace: Some(acme.clone()),
             });
         }

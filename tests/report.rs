@@ -45,8 +45,9 @@ async fn report_analyses_the_log_the_gateway_wrote() {
         .env("NOTION_GATEWAY_LOG__FILE", &log)
         .env("NOTION_GATEWAY_RETRY__BACKOFF_BASE", "1ms")
         .env("NOTION_GATEWAY_RETRY__BACKOFF_CAP", "2ms")
-        .env("NOTION_GATEWAY_LIMITS__RATE", "1000")
-        .env("NOTION_GATEWAY_LIMITS__BURST", "1000")
+        .env("NOTION_GATEWAY_LIMITS__PER_MINUTE", "100000")
+        // Six attempts, so the storm below (six 502s) reaches the caller.
+        .env("NOTION_GATEWAY_RETRY__MAX_ATTEMPTS", "6")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,4 +1,4 @@
-//! Retries (PRODUCT.md P3), black-box: the real gateway in front of the fake Notion, which
+//! Retries (docs/behaviour.md §3), black-box: the real gateway in front of the fake Notion, which
 //! scripts each failure. Paused clock except where a port must change hands in real time.
 
 mod support;
@@ -71,9 +71,9 @@ async fn creates_and_appends_go_once_and_the_caller_sees_notions_answer() {
     let r = gw
         .send(json_request(&gw, Method::POST, "/v1/pages", page.clone()))
         .await;
-    assert_eq!(r.status, 502);
-    assert_eq!(r.header("content-type"), Some("text/html"));
-    assert!(String::from_utf8_lossy(&r.body).contains("cloudflare"));
+    // The CDN's page, as a Notion error the SDKs read (tests/passthrough.rs has the details).
+    let v = r.assert_gateway_error(502, "service_unavailable");
+    assert!(v["message"].as_str().unwrap().contains("text/html"));
     assert_eq!(notion.received().len(), 1);
 
     // Appending children is a PATCH, and still not repeatable.
@@ -95,7 +95,7 @@ async fn creates_and_appends_go_once_and_the_caller_sees_notions_answer() {
     let r = gw
         .send(json_request(&gw, Method::POST, "/v1/pages", page))
         .await;
-    r.assert_gateway_error(502, "bad_gateway");
+    r.assert_gateway_error(502, "service_unavailable");
     assert_eq!(notion.received().len(), 3);
     assert_eq!(r.header("x-gateway-attempts"), None, "one attempt");
 }
@@ -149,6 +149,7 @@ async fn a_create_whose_connection_was_never_made_goes_again() {
     cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
     cfg.upstream.connect_timeout = Duration::from_secs(1);
     cfg.retry.max_attempts = 10;
+    cfg.limits.discover_workspaces = false;
     let gw = TestGateway::start(cfg).await;
     let page = serde_json::json!({"parent": {"page_id": "x"}, "properties": {}});
     let call = tokio::spawn(gw.send_detached(json_request(&gw, Method::POST, "/v1/pages", page)));
@@ -231,8 +232,7 @@ async fn the_budget_stops_a_retry_storm() {
         notion.push(Reply::html_502());
     }
     let mut cfg = config_for(&notion);
-    cfg.limits.rate = 1000.0; // the shaper out of the way: this is about retries
-    cfg.limits.burst = 1000;
+    cfg.limits.per_minute = 1_000_000; // the shaper out of the way: this is about retries
     cfg.retry.budget_ratio = 0.1;
     cfg.retry.budget_min_per_second = 0.5; // 5 per 10 s window
     let gw = TestGateway::start(cfg).await;
@@ -273,4 +273,95 @@ async fn a_streamed_body_goes_once() {
     drop(tx);
     assert_eq!(call.await.unwrap().status, 502);
     assert_eq!(notion.received().len(), 1);
+}
+
+/// Retries end at the deadline and the retry budget, not a count: twelve 502s in a row (a run
+/// the old cap of six attempts turned into a failure) and the read still succeeds.
+#[tokio::test(start_paused = true)]
+async fn a_read_keeps_retrying_while_the_deadline_allows() {
+    let notion = FakeNotion::start().await;
+    for _ in 0..12 {
+        notion.push(Reply::html_502());
+    }
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let start = Instant::now();
+    let r = gw.get(PAGE).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-gateway-attempts"), Some("13"));
+    // Full-jitter waits under ceilings of 0.1, 0.2, ... 5 s: at most 41.3 s in all.
+    assert!(
+        start.elapsed() < Duration::from_secs(42),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// When the gateway gives up on an unreachable Notion, its 502 says how many attempts it made
+/// and what each got, with a code both SDKs know.
+#[tokio::test(start_paused = true)]
+async fn the_gateways_502_lists_its_attempts() {
+    let addr = closed_port().await;
+    let mut cfg = Config::default();
+    cfg.upstream.base = format!("http://{addr}/").parse().unwrap();
+    cfg.retry.max_attempts = 3;
+    let gw = TestGateway::start(cfg).await;
+    let r = gw.get(PAGE).await;
+    let v = r.assert_gateway_error(502, "service_unavailable");
+    assert_eq!(v["additional_data"]["attempts"], "3", "{v}");
+    assert_eq!(
+        v["additional_data"]["attempt_outcomes"],
+        serde_json::json!(["connect", "connect", "connect"])
+    );
+}
+
+/// A 503 whose body says the write was saved ("Do not repeat the write") is passed on as Notion
+/// sent it, even on a route that is otherwise retried.
+#[tokio::test(start_paused = true)]
+async fn a_503_that_says_do_not_repeat_the_write_is_not_repeated() {
+    let notion = FakeNotion::start().await;
+    // Notion's own example, https://developers.notion.com/reference/request-limits
+    let saved = serde_json::json!({
+        "object": "error", "status": 503, "code": "service_unavailable",
+        "message": "The change was saved, but the response could not be built in time. Read the object again instead of repeating the write.",
+        "additional_data": {
+            "from": "publicApi.pageObjectPointerToPageObject.beforePreload",
+            "elapsed_ms": "55012", "deadline_ms": "55000",
+            "retry_guidance": ["Read the object again to confirm the saved change.", "Do not repeat the write."]
+        }
+    });
+    notion.push(Reply::json(503, saved.clone()));
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let update = serde_json::json!({"properties": {"Done": {"checkbox": true}}});
+    let r = gw
+        .send(json_request(&gw, Method::PATCH, PAGE, update.clone()))
+        .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json(), saved, "Notion's answer, unchanged");
+    assert_eq!(notion.received().len(), 1, "not repeated");
+
+    // Without that guidance, the same update goes again.
+    notion.push(Reply::notion_error(503, "service_unavailable"));
+    let r = gw
+        .send(json_request(&gw, Method::PATCH, PAGE, update))
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(notion.received().len(), 3);
+}
+
+/// Sending a part of a file upload again duplicates nothing (parts are numbered), so a reset
+/// send goes again.
+#[tokio::test(start_paused = true)]
+async fn a_file_upload_part_goes_again_after_a_reset() {
+    let notion = FakeNotion::start().await;
+    notion.push(Reply::Reset);
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let form = "--x\r\nContent-Disposition: form-data; name=\"part_number\"\r\n\r\n1\r\n--x--\r\n";
+    let req = gw
+        .request(Method::POST, "/v1/file_uploads/f1/send")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(full(form))
+        .unwrap();
+    let r = gw.send(req).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(notion.received().len(), 2);
 }

@@ -1,4 +1,4 @@
-//! Shaping (PRODUCT.md P2), black-box: the real gateway over real sockets in front of the fake
+//! Shaping (docs/behaviour.md §2), black-box: the real gateway over real sockets in front of the fake
 //! Notion, on tokio's paused clock, so every instant below is exact rather than a sleep and
 //! a hope.
 
@@ -20,8 +20,7 @@ fn ms(n: u64) -> Duration {
 /// A gateway config with the given budget for every token.
 fn budget(notion: &FakeNotion, rate: f64, burst: u32) -> notion_gateway::Config {
     let mut cfg = config_for(notion);
-    cfg.limits.rate = rate;
-    cfg.limits.burst = burst;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing { rate, burst });
     cfg
 }
 
@@ -328,16 +327,21 @@ fn workspace_config(notion: &FakeNotion) -> notion_gateway::Config {
     cfg.limits.workspaces.insert(
         acme.clone(),
         WorkspaceBudget {
-            rate: 10.0,
-            burst: 10,
+            rate: Some(10.0),
+            burst: Some(10),
+            ..Default::default()
         },
     );
     for (name, token) in [("sync", "ntn_sync"), ("wiki", "ntn_wiki")] {
         cfg.limits.integrations.push(Integration {
             name: Arc::from(name),
             token_sha256: sha(token),
-            rate: 10.0,
-            burst: 10,
+            plan: notion_gateway::config::Plan::Standard,
+            per_minute: 180,
+            smoothing: Some(notion_gateway::config::Smoothing {
+                rate: 10.0,
+                burst: 10,
+            }),
             workspace: Some(acme.clone()),
         });
     }
@@ -347,7 +351,10 @@ fn workspace_config(notion: &FakeNotion) -> notion_gateway::Config {
 #[tokio::test(start_paused = true)]
 async fn a_workspace_429_pauses_every_token_of_the_workspace() {
     let notion = FakeNotion::start().await;
-    notion.push(Reply::rate_limited_because(3, "workspace_rate_limit"));
+    notion.push(Reply::rate_limited_because(
+        3,
+        "public_api_space_request_rate_limit",
+    ));
     let gw = TestGateway::start(workspace_config(&notion)).await;
     let t0 = Instant::now();
     let sync = tokio::spawn(gw.send_detached(get_as(&gw, "/v1/users/sync", "ntn_sync")));
@@ -387,8 +394,9 @@ async fn a_workspace_budget_is_shared_by_its_tokens() {
     cfg.limits.workspaces.insert(
         Arc::from("acme"),
         WorkspaceBudget {
-            rate: 2.0,
-            burst: 1,
+            rate: Some(2.0),
+            burst: Some(1),
+            ..Default::default()
         },
     );
     let gw = TestGateway::start(cfg).await;
@@ -413,7 +421,9 @@ async fn a_workspace_budget_is_shared_by_its_tokens() {
 async fn an_upstream_stricter_than_the_configuration_is_learned() {
     let notion = FakeNotion::start().await;
     notion.limit(1.0, 1); // the plan allows a third of the configured 3/s
-    let gw = TestGateway::start(config_for(&notion)).await;
+                          // The GCRA model of Notion's limit (before 2026), answered without a rate_limit_reason:
+                          // the gateway slows the token's smoothing rate down.
+    let gw = TestGateway::start(budget(&notion, 3.0, 3)).await;
     let batch = |n: usize| -> Vec<_> {
         (0..n)
             .map(|i| {
@@ -453,7 +463,9 @@ async fn an_upstream_stricter_than_the_configuration_is_learned() {
 async fn a_tightened_limit_costs_few_429s_and_the_backlog_never_leaves_in_clumps() {
     let notion = FakeNotion::start().await;
     notion.limit(3.0, 3);
-    let gw = TestGateway::start(config_for(&notion)).await;
+    // As gatebench runs it: the GCRA model of Notion's limit (before 2026), without a
+    // rate_limit_reason, and the gateway configured for it.
+    let gw = TestGateway::start(budget(&notion, 3.0, 3)).await;
     let t0 = Instant::now();
     let mut calls = Vec::new();
     for i in 0..90u32 {
@@ -515,8 +527,10 @@ async fn a_request_without_authorization_is_answered_locally() {
 async fn status_shows_queues_by_name_or_hash_and_never_the_token() {
     let notion = FakeNotion::start().await;
     let mut cfg = workspace_config(&notion);
-    cfg.limits.rate = 1.0;
-    cfg.limits.burst = 1;
+    cfg.limits.smoothing = Some(notion_gateway::config::Smoothing {
+        rate: 1.0,
+        burst: 1,
+    });
     let gw = TestGateway::start(cfg).await;
     let token = "ntn_secret_status_token";
     let calls: Vec<_> = (0..3)

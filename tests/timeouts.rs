@@ -70,7 +70,7 @@ async fn connect_timeout_applies_when_the_upstream_never_accepts() {
     let v = gw
         .get("/v1/users/me")
         .await
-        .assert_gateway_error(502, "bad_gateway");
+        .assert_gateway_error(502, "service_unavailable");
     assert_about(start.elapsed(), Duration::from_secs(5));
     assert!(v["message"].as_str().unwrap().contains("could not connect"));
 }
@@ -282,4 +282,58 @@ async fn connections_beyond_the_limit_wait_for_a_free_slot() {
     drop(first);
     let out = second.await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+}
+
+/// A streamed upload that keeps making progress is not cut by `server.request_timeout`: the
+/// time the caller spends uploading is not Notion's delay.
+#[tokio::test(start_paused = true)]
+async fn a_slow_upload_still_making_progress_is_not_cut() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let (tx, body) = channel_body();
+    let req = gw
+        .request(Method::POST, "/v1/file_uploads/f1/send")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(body)
+        .unwrap();
+    let call = tokio::spawn(gw.send_detached(req));
+    let start = Instant::now();
+    // A chunk every 20 s (within the 30 s body idle timeout) for 100 s.
+    for _ in 0..5 {
+        tx.send(Bytes::from(vec![b'a'; 1000])).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    drop(tx);
+    let r = call.await.unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["body_len"], 5000);
+    assert!(start.elapsed() >= Duration::from_secs(100));
+}
+
+/// A caller that stalls its upload is told so (408 `invalid_request`), not blamed on Notion
+/// with a 504, even when the stall outlasts the request deadline.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_upload_is_a_408_not_a_504() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let (tx, body) = channel_body();
+    let req = gw
+        .request(Method::POST, "/v1/file_uploads/f1/send")
+        .header("content-type", "multipart/form-data; boundary=x")
+        .body(body)
+        .unwrap();
+    let call = tokio::spawn(gw.send_detached(req));
+    let start = Instant::now();
+    for _ in 0..2 {
+        tx.send(Bytes::from_static(b"part")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+    }
+    tx.send(Bytes::from_static(b"more")).await.unwrap();
+    // Then nothing from 40 s: the idle timeout (30 s) ends it at 70 s, past the 58 s deadline.
+    let r = call.await.unwrap();
+    let v = r.assert_gateway_error(408, "invalid_request");
+    assert!(v["message"].as_str().unwrap().contains("client"), "{v}");
+    assert_about(start.elapsed(), Duration::from_secs(70));
+    assert!(notion.received().is_empty());
+    drop(tx);
 }

@@ -39,6 +39,18 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub retry: RetryConfig,
+    pub errors: ErrorsConfig,
+}
+
+/// `[errors]`: what the gateway does with answers the SDKs would not understand, and with
+/// requests Notion would certainly refuse (docs/behaviour.md §4).
+#[derive(Debug, Clone)]
+pub struct ErrorsConfig {
+    /// Notion's 4xx/5xx that are not its error JSON (CDN pages) become Notion-shaped errors.
+    pub rewrite_edge_pages: bool,
+    /// Oversized JSON bodies, `page_size` over 100, more than 100 `children`, invalid JSON:
+    /// refused before they spend budget.
+    pub prevalidate: bool,
 }
 
 /// `[retry]`: see [`crate::retry`].
@@ -56,12 +68,19 @@ pub struct RetryConfig {
     pub unsafe_routes: Vec<(http::Method, &'static str)>,
 }
 
-/// Shaping (PRODUCT.md P2): budgets, queue bounds, integrations and workspaces.
+/// Shaping (docs/behaviour.md §2): budgets, queue bounds, integrations and workspaces.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
-    /// Requests per second and burst of a token without its own `[[integrations]]` entry.
-    pub rate: f64,
-    pub burst: u32,
+    /// The plan of a token without its own `[[integrations]]` entry.
+    pub plan: Plan,
+    /// Its budget per 60-second window (the plan's, unless set).
+    pub per_minute: u32,
+    /// A smoothing rate beside the window, when set.
+    pub smoothing: Option<Smoothing>,
+    /// Resends of one request after Notion's 429/529 before the 429 goes to the caller.
+    pub max_resends: u32,
+    /// Learn each token's workspace from `GET /v1/users/me`.
+    pub discover_workspaces: bool,
     /// Requests that may wait per token; beyond it, an immediate 429.
     pub max_queue: usize,
     /// Longest predicted queue wait accepted; beyond it, an immediate 429.
@@ -86,20 +105,61 @@ pub struct SharedBudgets {
     pub prefix: String,
 }
 
+/// Notion's per-connection budget by the workspace's plan (docs/behaviour.md §2): "Business
+/// and Enterprise: 600 requests per minute; all other plans: 180 requests per minute"
+/// (<https://developers.notion.com/reference/request-limits>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Standard,
+    Business,
+}
+
+impl Plan {
+    /// Requests per 60-second window.
+    pub fn per_minute(self) -> u32 {
+        match self {
+            Plan::Standard => 180,
+            Plan::Business => 600,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Plan::Standard => "standard",
+            Plan::Business => "business",
+        }
+    }
+}
+
+/// A smoothing rate (GCRA) beside a window budget: requests per second, and how many may go
+/// at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Smoothing {
+    pub rate: f64,
+    pub burst: u32,
+}
+
 /// A token the configuration knows by name. The token itself is never kept, only its SHA-256.
 #[derive(Debug, Clone)]
 pub struct Integration {
     pub name: Arc<str>,
     pub token_sha256: [u8; 32],
-    pub rate: f64,
-    pub burst: u32,
+    pub plan: Plan,
+    pub per_minute: u32,
+    pub smoothing: Option<Smoothing>,
     pub workspace: Option<Arc<str>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// A configured workspace: its Notion id (so discovered tokens join it) and what is known of
+/// its budget. Notion does not publish workspace limits: without `per_minute` the gateway
+/// learns it from Notion's 429s.
+#[derive(Debug, Clone, Default)]
 pub struct WorkspaceBudget {
-    pub rate: f64,
-    pub burst: u32,
+    pub id: Option<Arc<str>>,
+    pub per_minute: Option<u32>,
+    /// A smoothing rate and burst for the whole workspace (both, or neither).
+    pub rate: Option<f64>,
+    pub burst: Option<u32>,
 }
 
 /// The client-facing side.
@@ -137,6 +197,9 @@ pub struct UpstreamConfig {
     /// Scheme and authority only (`https://api.notion.com`); request paths are appended.
     pub base: Uri,
     pub notion_version: HeaderValue,
+    /// Added to `/admin/v1/*` requests without one (the Admin API has its own versions);
+    /// `None`: none is added.
+    pub admin_notion_version: Option<HeaderValue>,
     pub connect_timeout: Duration,
     pub attempt_timeout: Duration,
     pub pool_idle_timeout: Duration,
@@ -429,6 +492,15 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
                 "must be a non-empty header value such as 2025-09-03".into(),
             )
         })?;
+    let admin_notion_version = match u.admin_notion_version.trim() {
+        "" => None,
+        v => Some(HeaderValue::from_str(v).map_err(|_| {
+            bad(
+                "upstream.admin_notion_version",
+                "must be a header value such as 2026-06-01, or \"\" to add none".into(),
+            )
+        })?),
+    };
     let extra_roots = match &u.ca_bundle {
         None => Vec::new(),
         Some(p) if p.is_empty() => Vec::new(),
@@ -438,6 +510,7 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
     let upstream = UpstreamConfig {
         base,
         notion_version,
+        admin_notion_version,
         connect_timeout: positive("upstream.connect_timeout", u.connect_timeout)?,
         attempt_timeout: positive("upstream.attempt_timeout", u.attempt_timeout)?,
         pool_idle_timeout: positive("upstream.pool_idle_timeout", u.pool_idle_timeout)?,
@@ -474,12 +547,17 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         ));
     }
     let retry = validate_retry(&raw.retry, &bad)?;
+    let errors = ErrorsConfig {
+        rewrite_edge_pages: raw.errors.rewrite_edge_pages,
+        prevalidate: raw.errors.prevalidate,
+    };
     Ok(Config {
         server,
         upstream,
         log,
         limits,
         retry,
+        errors,
     })
 }
 
@@ -487,10 +565,10 @@ fn validate_retry(
     r: &surface::RawRetry,
     bad: &dyn Fn(&'static str, String) -> ConfigError,
 ) -> Result<RetryConfig, ConfigError> {
-    if !(1..=10).contains(&r.max_attempts) {
+    if !(1..=100).contains(&r.max_attempts) {
         return Err(bad(
             "retry.max_attempts",
-            "must be from 1 (no retries) to 10".into(),
+            "must be from 1 (no retries) to 100; the deadline and the retry budget end retries first".into(),
         ));
     }
     if r.backoff_base.is_zero() || r.backoff_cap < r.backoff_base {
@@ -553,19 +631,55 @@ fn validate_limits(
     bad: &dyn Fn(&'static str, String) -> ConfigError,
     env: EnvLookup<'_>,
 ) -> Result<LimitsConfig, ConfigError> {
-    fn budget(rate: f64, burst: u32) -> Result<(), String> {
-        if !(rate.is_finite() && rate > 0.0 && rate <= 1_000_000.0) {
+    fn rate_ok(rate: f64) -> Result<(), String> {
+        if !(rate.is_finite() && (0.0..=1_000_000.0).contains(&rate)) {
             return Err(format!(
-                "rate {rate} must be a number of requests per second above 0"
+                "rate {rate} must be a number of requests per second, 0 for the window budget / 60"
             ));
-        }
-        if burst == 0 {
-            return Err("burst must be at least 1".into());
         }
         Ok(())
     }
+    fn plan_of(name: &str) -> Result<Plan, String> {
+        match name {
+            "standard" => Ok(Plan::Standard),
+            "business" => Ok(Plan::Business),
+            other => Err(format!(
+                "`{other}` is not a plan: \"standard\" (180 requests per minute) or \"business\" (600, Business and Enterprise)"
+            )),
+        }
+    }
+    /// What a key gets: its window budget (the plan's unless set), and a smoothing rate when
+    /// one is set, with a sixth of the window as its burst unless that is set too (0 = unset).
+    fn resolve(plan: Plan, per_minute: u32, rate: f64, burst: u32) -> (u32, Option<Smoothing>) {
+        let per_minute = if per_minute == 0 {
+            plan.per_minute()
+        } else {
+            per_minute
+        };
+        let burst = if burst > 0 {
+            burst
+        } else {
+            (per_minute / 6).max(1)
+        };
+        (
+            per_minute,
+            (rate > 0.0).then_some(Smoothing { rate, burst }),
+        )
+    }
+    const MAX_PER_MINUTE: u32 = 100_000_000;
     let l = &raw.limits;
-    budget(l.rate, l.burst).map_err(|p| bad("limits.rate", p))?;
+    let plan = plan_of(&l.plan).map_err(|p| bad("limits.plan", p))?;
+    if l.per_minute > MAX_PER_MINUTE {
+        return Err(bad(
+            "limits.per_minute",
+            format!("must be at most {MAX_PER_MINUTE} (0: the plan's)"),
+        ));
+    }
+    rate_ok(l.rate).map_err(|p| bad("limits.rate", p))?;
+    if l.max_resends > 20 {
+        return Err(bad("limits.max_resends", "must be at most 20".into()));
+    }
+    let (per_minute, smoothing) = resolve(plan, l.per_minute, l.rate, l.burst);
     if l.max_queue == 0 {
         return Err(bad("limits.max_queue", "must be at least 1".into()));
     }
@@ -577,10 +691,34 @@ fn validate_limits(
     }
     let mut workspaces = std::collections::HashMap::new();
     for (name, w) in &raw.workspaces {
-        budget(w.rate, w.burst).map_err(|p| bad("workspaces", format!("`{name}`: {p}")))?;
+        let problem = |p: String| bad("workspaces", format!("`{name}`: {p}"));
+        match (w.rate, w.burst) {
+            (Some(r), Some(b)) if r > 0.0 && b > 0 => rate_ok(r).map_err(problem)?,
+            (None, None) => {}
+            _ => {
+                return Err(problem(
+                    "set both rate (above 0) and burst (at least 1), or neither".into(),
+                ))
+            }
+        }
+        if w.per_minute.is_some_and(|n| n == 0 || n > MAX_PER_MINUTE) {
+            return Err(problem(format!(
+                "per_minute must be from 1 to {MAX_PER_MINUTE}"
+            )));
+        }
+        let id = w.id.as_deref().map(str::trim).filter(|i| !i.is_empty());
+        if id
+            .is_some_and(|i| i.len() > 64 || !i.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        {
+            return Err(problem(
+                "id must be the workspace's id as Notion gives it (bot.workspace_id of GET /v1/users/me)".into(),
+            ));
+        }
         workspaces.insert(
             Arc::from(name.as_str()),
             WorkspaceBudget {
+                id: id.map(Arc::from),
+                per_minute: w.per_minute,
                 rate: w.rate,
                 burst: w.burst,
             },
@@ -612,9 +750,23 @@ fn validate_limits(
                 ))
             }
         };
-        let rate = i.rate.unwrap_or(l.rate);
-        let burst = i.burst.unwrap_or(l.burst);
-        budget(rate, burst).map_err(problem)?;
+        let own_budget = i.plan.is_some() || i.per_minute.is_some();
+        let i_plan = match &i.plan {
+            Some(p) => plan_of(p).map_err(problem)?,
+            None => plan,
+        };
+        if i.per_minute.is_some_and(|n| n > MAX_PER_MINUTE) {
+            return Err(problem(format!(
+                "per_minute must be at most {MAX_PER_MINUTE}"
+            )));
+        }
+        let i_rate = i.rate.unwrap_or(if own_budget { 0.0 } else { l.rate });
+        rate_ok(i_rate).map_err(problem)?;
+        let i_burst = i.burst.unwrap_or(if own_budget { 0 } else { l.burst });
+        let i_per_minute = i
+            .per_minute
+            .unwrap_or(if own_budget { 0 } else { l.per_minute });
+        let (i_per_minute, i_smoothing) = resolve(i_plan, i_per_minute, i_rate, i_burst);
         let workspace = match &i.workspace {
             None => None,
             Some(w) => Some(
@@ -635,8 +787,9 @@ fn validate_limits(
         integrations.push(Integration {
             name: Arc::from(i.name.as_str()),
             token_sha256: digest,
-            rate,
-            burst,
+            plan: i_plan,
+            per_minute: i_per_minute,
+            smoothing: i_smoothing,
             workspace,
         });
     }
@@ -696,8 +849,11 @@ fn validate_limits(
     };
     Ok(LimitsConfig {
         shared,
-        rate: l.rate,
-        burst: l.burst,
+        plan,
+        per_minute,
+        smoothing,
+        max_resends: l.max_resends,
+        discover_workspaces: l.discover_workspaces,
         max_queue: l.max_queue,
         max_wait: l.max_wait,
         adaptive: l.adaptive,
@@ -1006,6 +1162,20 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_version_is_its_own_and_may_be_none() {
+        let c = Config::default();
+        assert_eq!(c.upstream.admin_notion_version.unwrap(), "2026-06-01");
+        assert!(c.errors.rewrite_edge_pages && c.errors.prevalidate);
+        let mut raw = RawConfig::default();
+        raw.upstream.admin_notion_version = "".into();
+        let cfg = validate_raw(raw.clone()).unwrap();
+        assert!(cfg.upstream.admin_notion_version.is_none());
+        raw.upstream.admin_notion_version = "bad\nvalue".into();
+        let err = validate_raw(raw).unwrap_err().to_string();
+        assert!(err.contains("upstream.admin_notion_version"), "{err}");
+    }
+
+    #[test]
     fn retry_settings_are_validated_and_routes_must_be_in_the_catalogue() {
         let mut raw = RawConfig::default();
         raw.retry.max_attempts = 0;
@@ -1033,7 +1203,7 @@ mod tests {
             cfg.retry.unsafe_routes,
             vec![(http::Method::POST, "/v1/comments")]
         );
-        assert_eq!(cfg.retry.max_attempts, 6);
+        assert_eq!(cfg.retry.max_attempts, 50);
         assert_eq!(cfg.retry.replay_limit, 1024 * 1024);
     }
 }

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub limits: RawLimits,
     pub retry: RawRetry,
+    pub errors: RawErrors,
     /// `[[integrations]]`: tokens with their own name, budget or workspace.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub integrations: Vec<RawIntegration>,
@@ -69,6 +70,8 @@ impl Default for RawServer {
 pub struct RawUpstream {
     pub url: String,
     pub notion_version: String,
+    /// `Notion-Version` added to `/admin/v1/*` requests that send none ("" = add none).
+    pub admin_notion_version: String,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
@@ -91,6 +94,7 @@ impl Default for RawUpstream {
         Self {
             url: "https://api.notion.com".into(),
             notion_version: "2025-09-03".into(),
+            admin_notion_version: "2026-06-01".into(),
             connect_timeout: Duration::from_secs(5),
             attempt_timeout: Duration::from_secs(65),
             pool_idle_timeout: Duration::from_secs(90),
@@ -124,12 +128,22 @@ impl Default for RawLog {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawLimits {
+    /// Notion's per-connection budget by workspace plan: "standard" or "business".
+    pub plan: String,
+    /// Requests per 60-second window; 0 = the plan's.
+    pub per_minute: u32,
+    /// Smoothing rate (requests per second); 0 = the window budget / 60.
     pub rate: f64,
+    /// Smoothing burst; 0 = a sixth of the window budget.
     pub burst: u32,
     pub max_queue: usize,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     pub adaptive: bool,
+    /// Times one request is sent again after Notion's 429/529 before the 429 goes to the caller.
+    pub max_resends: u32,
+    /// Learn each token's workspace from `GET /v1/users/me`.
+    pub discover_workspaces: bool,
     /// `X-Gateway-Client` value -> weight (default 1).
     pub client_weights: BTreeMap<String, u32>,
     /// Where budgets live: "local" (this process) or "redis" (shared by replicas).
@@ -149,11 +163,15 @@ pub struct RawLimits {
 impl Default for RawLimits {
     fn default() -> Self {
         Self {
-            rate: 3.0,
-            burst: 3,
+            plan: "standard".into(),
+            per_minute: 0,
+            rate: 0.0,
+            burst: 0,
             max_queue: 1000,
             max_wait: Duration::from_secs(30),
             adaptive: true,
+            max_resends: 5,
+            discover_workspaces: true,
             client_weights: BTreeMap::new(),
             backend: "local".into(),
             redis_url: None,
@@ -175,6 +193,10 @@ pub struct RawIntegration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
@@ -185,8 +207,18 @@ pub struct RawIntegration {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkspace {
-    pub rate: f64,
-    pub burst: u32,
+    /// Notion's id of the workspace (`bot.workspace_id` of `GET /v1/users/me`): tokens found
+    /// to be in it join this entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The workspace's budget per 60-second window, if known (Notion does not publish it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_minute: Option<u32>,
+    /// A smoothing rate and burst for the whole workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,7 +240,7 @@ pub struct RawRetry {
 impl Default for RawRetry {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            max_attempts: 50,
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(5),
             budget_ratio: 0.2,
@@ -227,4 +259,22 @@ pub struct RawRetryRoute {
     /// Retry this non-idempotent route on 5xx, broken connections and timeouts too.
     #[serde(default)]
     pub retry_unsafe: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawErrors {
+    /// Turn Notion's 4xx/5xx that are not its error JSON (CDN pages) into Notion-shaped errors.
+    pub rewrite_edge_pages: bool,
+    /// Refuse, before they spend budget, requests Notion certainly refuses.
+    pub prevalidate: bool,
+}
+
+impl Default for RawErrors {
+    fn default() -> Self {
+        Self {
+            rewrite_edge_pages: true,
+            prevalidate: true,
+        }
+    }
 }

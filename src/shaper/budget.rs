@@ -1,5 +1,11 @@
-//! One key's budget as Notion sees it: the configured GCRA, paused and slowed by what Notion
-//! answers. A pure function of time, like the [`Gcra`] inside it.
+//! One key's budget as Notion sees it: its 60-second [`Window`] (Notion's model since 2026),
+//! a smoothing GCRA beside it, paused and slowed by what Notion answers. A pure function of
+//! time, like the [`Gcra`] and the [`Window`] inside it. A request goes when both allow it.
+//!
+//! What Notion's 429s teach depends on what they name: a window limit (the connection's or the
+//! workspace's, by `rate_limit_reason`) lowers the window's budget to what Notion admitted
+//! ([`Window::learn`]); a 429 without a reason we know is handled as before the window model,
+//! by slowing the GCRA down, as follows.
 //!
 //! The configured rate is a starting point; Notion's 429s are the truth (its budgets depend on
 //! the plan and change). So:
@@ -28,13 +34,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::limiter::Gcra;
+use super::limiter::Gcra;
+use super::window::Window;
 
 /// Jitter between the gateway's releases and Notion's arrivals absorbed without a 429 (see
 /// [`Gcra::with_slack`]). Costs this much once per backlog. In gatebench `multi` (60 new
 /// upstream connections at once) 0 ms let 18 of 300 requests arrive early at the fake's GCRA;
 /// 30, 50 and 70 ms gave no 429 (README, Performance).
 pub const JITTER_SLACK: Duration = Duration::from_millis(50);
+/// The rate of a budget without smoothing: nothing a window allows comes near it.
+pub const UNSMOOTHED_RATE: f64 = 1_000_000.0;
 /// Two 429s this close together mean the rate, not a passing burst, is too high.
 pub const REPEAT_WINDOW: Duration = Duration::from_secs(60);
 /// No increase until this long after the last 429.
@@ -65,15 +74,24 @@ struct Ceiling {
 /// What Notion said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushback {
-    /// 429 `rate_limited`.
+    /// 429 `rate_limited` naming this key's window limit: learn the window's budget.
+    WindowLimited,
+    /// 429 `rate_limited` with another reason, or none: slow the rate down.
     RateLimited,
     /// 529 `service_overload`.
     Overloaded,
+    /// 429 for a limit this key does not model (a workspace's, before the workspace is known):
+    /// pause, learn nothing.
+    PauseOnly,
 }
 
 #[derive(Debug, Clone)]
 pub struct Budget {
     gcra: Gcra,
+    /// `false`: the GCRA is only there for pauses ([`Budget::unsmoothed`]).
+    smoothed: bool,
+    /// Notion's 60-second budget, when the key has one.
+    window: Option<Window>,
     configured: f64,
     burst: u32,
     adaptive: bool,
@@ -95,6 +113,8 @@ impl Budget {
     pub fn new(rate: f64, burst: u32, adaptive: bool, now: Instant) -> Self {
         Self {
             gcra: Gcra::with_slack(rate, burst, JITTER_SLACK, now),
+            smoothed: true,
+            window: None,
             configured: rate,
             burst,
             adaptive,
@@ -110,9 +130,40 @@ impl Budget {
         }
     }
 
-    /// The earliest instant a request may go.
-    pub fn ready_at(&self) -> Instant {
-        self.gcra.ready_at()
+    /// A budget with no smoothing rate of its own (a workspace's, where only the window counts):
+    /// its GCRA admits up to [`UNSMOOTHED_RATE`] a second, far beyond any window, and is there
+    /// for the pause.
+    pub fn unsmoothed(adaptive: bool, now: Instant) -> Self {
+        Self {
+            smoothed: false,
+            ..Self::new(UNSMOOTHED_RATE, UNSMOOTHED_RATE as u32, adaptive, now)
+        }
+    }
+
+    /// Configured and effective smoothing rate and the burst, unless [`Budget::unsmoothed`].
+    pub fn smoothing(&self) -> Option<(f64, f64, u32)> {
+        self.smoothed
+            .then_some((self.configured, self.effective, self.burst))
+    }
+
+    /// The same budget with a window beside its GCRA.
+    pub fn with_window(mut self, window: Window) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    /// The window, when the key has one.
+    pub fn window(&self) -> Option<&Window> {
+        self.window.as_ref()
+    }
+
+    /// The earliest instant, at `now` or later, a request may go.
+    pub fn ready_at(&self, now: Instant) -> Instant {
+        let gcra = self.gcra.ready_at().max(now);
+        match &self.window {
+            Some(w) => gcra.max(w.ready_at(now)),
+            None => gcra,
+        }
     }
 
     /// Spends one request at `now` if the budget allows it. `backlogged`: the request waited
@@ -125,23 +176,45 @@ impl Budget {
         } else {
             self.last_step = self.last_step.max(now);
         }
-        self.gcra.admit(now)
+        if let Some(w) = self.window.as_mut() {
+            w.forget_if_due(now);
+            let ready = w.ready_at(now);
+            if ready > now {
+                return Err(ready.max(self.gcra.ready_at()));
+            }
+        }
+        self.gcra.admit(now)?;
+        if let Some(w) = self.window.as_mut() {
+            w.record(now);
+        }
+        Ok(())
     }
 
     /// Takes the recovery steps due by `now` for a key whose requests wait, so that
     /// [`Budget::ready_at`] answers for the rate [`Budget::admit`] will apply.
     pub fn catch_up(&mut self, now: Instant) {
         self.recover(now);
+        if let Some(w) = self.window.as_mut() {
+            w.forget_if_due(now);
+        }
     }
 
     /// Gives back a request admitted at `now` that was never sent.
     pub fn refund(&mut self, now: Instant) {
         self.gcra.refund(now);
+        if let Some(w) = self.window.as_mut() {
+            w.unrecord(now);
+        }
     }
 
-    /// See [`Gcra::predicted_wait`].
+    /// How long a request behind `ahead` others waits (see [`Gcra::predicted_wait`] and
+    /// [`Window::predicted_wait`]): the longer of the two.
     pub fn predicted_wait(&self, now: Instant, ahead: usize) -> Duration {
-        self.gcra.predicted_wait(now, ahead)
+        let gcra = self.gcra.predicted_wait(now, ahead);
+        match &self.window {
+            Some(w) => gcra.max(w.predicted_wait(now, ahead)),
+            None => gcra,
+        }
     }
 
     /// Notion pushed back on a request released at `sent_at`: pause until `now + retry_after`,
@@ -154,11 +227,32 @@ impl Budget {
         now: Instant,
     ) {
         self.gcra.pause_until(now + retry_after);
-        if kind == Pushback::Overloaded {
-            self.overloaded += 1;
-            return;
+        match kind {
+            Pushback::Overloaded => {
+                self.overloaded += 1;
+                return;
+            }
+            Pushback::WindowLimited => {
+                self.rate_limited += 1;
+                if let Some(w) = self.window.as_mut() {
+                    if self.adaptive {
+                        w.learn(sent_at, retry_after, now);
+                    }
+                    return;
+                }
+                // No window to learn: like a 429 without a reason.
+            }
+            Pushback::PauseOnly => {
+                self.rate_limited += 1;
+                return;
+            }
+            // Without a smoothing rate there is no rate to lower: pause only.
+            Pushback::RateLimited if !self.smoothed => {
+                self.rate_limited += 1;
+                return;
+            }
+            Pushback::RateLimited => self.rate_limited += 1,
         }
-        self.rate_limited += 1;
         let repeated = self
             .last_429
             .is_some_and(|t| now.saturating_duration_since(t) < REPEAT_WINDOW);
@@ -300,6 +394,7 @@ impl Budget {
     /// older than [`FORGET_LEARNED`]).
     pub fn is_rested(&self, now: Instant) -> bool {
         self.gcra.is_rested(now)
+            && self.window.as_ref().is_none_or(|w| w.is_rested(now))
             && (self.effective >= self.configured
                 || self
                     .last_429
@@ -320,7 +415,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Budget::new(3.0, 3, true, t0);
         b.push_back(Pushback::RateLimited, t0, s(2.0), t0);
-        assert_eq!(b.ready_at(), t0 + s(2.0));
+        assert_eq!(b.ready_at(t0), t0 + s(2.0));
         assert_eq!(b.effective_rate(), 3.0);
     }
 

@@ -51,6 +51,8 @@ pub enum Reply {
         content_type: &'static str,
         chunks: mpsc::Receiver<Bytes>,
     },
+    /// A plausible Notion answer for the endpoint (see [`FakeNotion::notion_like`]).
+    Api,
 }
 
 impl Reply {
@@ -155,14 +157,85 @@ struct Limit {
     rejected: Vec<tokio::time::Instant>,
 }
 
+/// Notion's limits as its request-limits page documents them (2026,
+/// <https://developers.notion.com/reference/request-limits>): per connection a fixed budget per
+/// 60-second window (the grid starts at the token's first request: the alignment where a burst
+/// on top of a steady rate overflows); per workspace a limit shared by its tokens; endpoints
+/// with their own limit; blocked connections. Over a limit: 429 `rate_limited` with
+/// `Retry-After` = whole seconds until the window resets, and the body's
+/// `additional_data.rate_limit_reason` and `additional_data.retry_after`. Rejected requests
+/// spend nothing.
+#[derive(Default)]
+struct Documented {
+    /// Budget per window of every connection (token), if enforced.
+    connection: Option<u32>,
+    windows: std::collections::HashMap<Vec<u8>, FixedWindow>,
+    /// Workspace of each token (by Authorization value), for its limit and `GET /v1/users/me`.
+    members: std::collections::HashMap<Vec<u8>, String>,
+    /// Budget per window of each workspace, and its window.
+    workspaces: std::collections::HashMap<String, (u32, FixedWindow)>,
+    /// Path prefixes with their own budget per window, per token.
+    endpoints: Vec<(String, u32)>,
+    endpoint_windows: std::collections::HashMap<(Vec<u8>, String), FixedWindow>,
+    /// Blocked tokens and the Retry-After they get.
+    blocked: std::collections::HashMap<Vec<u8>, u64>,
+    /// Every 429 these limits answered: when, and the reason.
+    rejected: Vec<(tokio::time::Instant, &'static str)>,
+}
+
+/// A fixed 60-second window whose grid starts at its first request.
+#[derive(Default, Clone, Copy)]
+struct FixedWindow {
+    start: Option<tokio::time::Instant>,
+    count: u32,
+}
+
+const NOTION_WINDOW: Duration = Duration::from_secs(60);
+
+impl FixedWindow {
+    /// Rolls the window forward to `now`; `Err(seconds until reset)` when `budget` is spent.
+    fn check(&mut self, budget: u32, now: tokio::time::Instant) -> Result<(), u64> {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now - start;
+        if elapsed >= NOTION_WINDOW {
+            let windows = (elapsed.as_secs_f64() / NOTION_WINDOW.as_secs_f64()).floor() as u32;
+            self.start = Some(start + NOTION_WINDOW * windows);
+            self.count = 0;
+        }
+        if self.count >= budget {
+            let reset = self.start.unwrap_or(now) + NOTION_WINDOW - now;
+            return Err(reset.as_secs_f64().ceil().max(1.0) as u64);
+        }
+        Ok(())
+    }
+}
+
 #[derive(Default)]
 struct State {
+    documented: Mutex<Documented>,
     limit: Mutex<Option<Limit>>,
     script: Mutex<VecDeque<Reply>>,
     received: Mutex<Vec<Received>>,
     incomplete: AtomicUsize,
     connections: AtomicUsize,
     body_progress: Option<watch::Sender<usize>>,
+    /// Unscripted requests get [`Reply::Api`] instead of [`Reply::Echo`].
+    api: std::sync::atomic::AtomicBool,
+    /// Injected into unscripted requests, and how many arrived so far.
+    fault: Mutex<Option<Fault>>,
+    arrivals: std::sync::atomic::AtomicU64,
+}
+
+/// Faults the fake injects into a share of the unscripted requests, chosen by a fixed
+/// pseudo-random sequence over arrivals (the same run of faults every time).
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// Cloudflare's HTML 502 page, with a `cf-ray`, for `percent` % of requests.
+    Html502 { percent: u64 },
+    /// The connection reset after the request arrived.
+    Reset { percent: u64 },
+    /// 429 `rate_limited` with `Retry-After: 1`.
+    RateLimited { percent: u64 },
 }
 
 pub struct FakeNotion {
@@ -241,6 +314,52 @@ impl FakeNotion {
         }
     }
 
+    /// From now on, every connection (token) gets `budget` requests per fixed 60-second
+    /// window, as Notion documents it.
+    pub fn windows(&self, budget: u32) {
+        self.state.documented.lock().unwrap().connection = Some(budget);
+    }
+
+    /// `tokens` belong to the workspace of id `workspace_id` (`GET /v1/users/me` answers their
+    /// bot user with it); with `budget`, the workspace allows that many requests of all of them
+    /// together per fixed 60-second window.
+    pub fn workspace(&self, workspace_id: &str, tokens: &[&str], budget: Option<u32>) {
+        let mut d = self.state.documented.lock().unwrap();
+        for t in tokens {
+            d.members
+                .insert(format!("Bearer {t}").into_bytes(), workspace_id.to_string());
+        }
+        if let Some(b) = budget {
+            d.workspaces
+                .insert(workspace_id.to_string(), (b, FixedWindow::default()));
+        }
+    }
+
+    /// Paths starting with `prefix` have their own budget per token and 60-second window.
+    pub fn endpoint_limit(&self, prefix: &str, budget: u32) {
+        self.state
+            .documented
+            .lock()
+            .unwrap()
+            .endpoints
+            .push((prefix.to_string(), budget));
+    }
+
+    /// `token`'s access is restricted: every request gets 429 `public_api_request_blocked`.
+    pub fn block(&self, token: &str, retry_after: u64) {
+        self.state
+            .documented
+            .lock()
+            .unwrap()
+            .blocked
+            .insert(format!("Bearer {token}").into_bytes(), retry_after);
+    }
+
+    /// Every 429 of the documented limits: when, and its `rate_limit_reason`.
+    pub fn rate_limited(&self) -> Vec<(tokio::time::Instant, &'static str)> {
+        self.state.documented.lock().unwrap().rejected.clone()
+    }
+
     /// When the limit of [`FakeNotion::limit`] answered 429.
     pub fn rejected(&self) -> Vec<tokio::time::Instant> {
         self.state
@@ -270,6 +389,18 @@ impl FakeNotion {
     pub async fn body_bytes_at_least(&self, n: usize) {
         let mut rx = self.progress.clone();
         rx.wait_for(|got| *got >= n).await.unwrap();
+    }
+
+    /// From now on, unscripted requests get a plausible Notion answer for their endpoint
+    /// (lists paginated 2 at a time over 5 results, with cursors; objects with ids), so the real
+    /// SDKs and their pagination helpers can run against the fake.
+    pub fn notion_like(&self) {
+        self.state.api.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, inject `fault` into a share of the unscripted requests (`None`: stop).
+    pub fn faults(&self, fault: Option<Fault>) {
+        *self.state.fault.lock().unwrap() = fault;
     }
 }
 
@@ -333,6 +464,18 @@ async fn handle(
         at: tokio::time::Instant::now(),
     };
     state.received.lock().unwrap().push(rec.clone());
+    let key = parts
+        .headers
+        .get("authorization")
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    if let Some(rejection) = documented_limits(&state, &key, rec.uri.as_str(), rec.at) {
+        return Ok(rejection);
+    }
+    let bot_user = (rec.method == http::Method::GET
+        && rec.uri.split('?').next() == Some("/v1/users/me"))
+    .then(|| state.documented.lock().unwrap().members.get(&key).cloned())
+    .flatten();
     if let Some(limit) = state.limit.lock().unwrap().as_mut() {
         let key = parts
             .headers
@@ -357,12 +500,25 @@ async fn handle(
         }
         limit.tat.insert(key, tat + limit.interval);
     }
-    let reply = state
-        .script
-        .lock()
-        .unwrap()
-        .pop_front()
-        .unwrap_or(Reply::Echo);
+    let scripted = state.script.lock().unwrap().pop_front();
+    let reply = match (scripted.or_else(|| injected_fault(&state)), bot_user) {
+        (Some(r), _) => r,
+        // Notion's bot user (`BotInfoResponse` of @notionhq/client: owner, workspace_id,
+        // workspace_limits).
+        (None, Some(ws)) => Reply::json(
+            200,
+            serde_json::json!({
+                "object": "user", "id": "fake-bot", "type": "bot", "name": "fake",
+                "bot": {
+                    "owner": {"type": "workspace", "workspace": true},
+                    "workspace_id": ws, "workspace_name": "Fake workspace",
+                    "workspace_limits": {"max_file_upload_size_in_bytes": 5242880}
+                }
+            }),
+        ),
+        (None, None) if state.api.load(Ordering::SeqCst) => Reply::Api,
+        (None, None) => Reply::Echo,
+    };
 
     let response = match reply {
         Reply::Echo => {
@@ -395,6 +551,7 @@ async fn handle(
             headers,
             body,
         } => full(status, &headers, body),
+        Reply::Api => api_reply(&rec, state.arrivals.load(Ordering::SeqCst)),
         Reply::Hang => std::future::pending().await,
         Reply::Reset => {
             reset.notify_one();
@@ -418,6 +575,102 @@ async fn handle(
     Ok(response)
 }
 
+/// The documented limits' answer to a request of `key` to `uri` at `now`, if it is over one.
+fn documented_limits(
+    state: &State,
+    key: &[u8],
+    uri: &str,
+    now: tokio::time::Instant,
+) -> Option<Response<FakeBody>> {
+    let mut d = state.documented.lock().unwrap();
+    let d = &mut *d;
+    let reject = |d: &mut Documented, reason: &'static str, retry_after: u64| {
+        d.rejected.push((now, reason));
+        let body = serde_json::json!({
+            "object": "error", "status": 429, "code": "rate_limited",
+            "message": "You have been rate limited. Please try again in a few minutes.",
+            "request_id": "fake-req",
+            "additional_data": {"rate_limit_reason": reason, "retry_after": retry_after.to_string()},
+        });
+        Some(full(
+            429,
+            &[
+                ("content-type", "application/json".into()),
+                ("retry-after", retry_after.to_string()),
+            ],
+            Bytes::from(body.to_string()),
+        ))
+    };
+    if let Some(&r) = d.blocked.get(key) {
+        return reject(d, "public_api_request_blocked", r);
+    }
+    // Every window that counts this request must have room; only then is it counted.
+    let mut windows: Vec<(&'static str, u32, FixedWindow)> = Vec::new();
+    if let Some(b) = d.connection {
+        let w = d.windows.get(key).copied().unwrap_or_default();
+        windows.push(("public_api_request_rate_limit", b, w));
+    }
+    let ws = d.members.get(key).cloned();
+    if let Some((b, w)) = ws.as_ref().and_then(|w| d.workspaces.get(w)) {
+        windows.push(("public_api_space_request_rate_limit", *b, *w));
+    }
+    let path = uri.split('?').next().unwrap_or(uri);
+    let endpoint = d
+        .endpoints
+        .iter()
+        .find(|(p, _)| path.starts_with(p.as_str()))
+        .cloned();
+    if let Some((prefix, b)) = &endpoint {
+        let w = d
+            .endpoint_windows
+            .get(&(key.to_vec(), prefix.clone()))
+            .copied()
+            .unwrap_or_default();
+        windows.push(("public_api_endpoint_rate_limit", *b, w));
+    }
+    for (reason, budget, w) in windows.iter_mut() {
+        if let Err(retry_after) = w.check(*budget, now) {
+            let reason = *reason;
+            // The windows rolled forward are kept even when the request is refused.
+            store_windows(d, key, ws.as_deref(), endpoint.as_ref(), &windows, false);
+            return reject(d, reason, retry_after);
+        }
+    }
+    store_windows(d, key, ws.as_deref(), endpoint.as_ref(), &windows, true);
+    None
+}
+
+fn store_windows(
+    d: &mut Documented,
+    key: &[u8],
+    ws: Option<&str>,
+    endpoint: Option<&(String, u32)>,
+    windows: &[(&'static str, u32, FixedWindow)],
+    admitted: bool,
+) {
+    for (reason, _, w) in windows {
+        let mut w = *w;
+        if admitted {
+            w.count += 1;
+        }
+        match *reason {
+            "public_api_request_rate_limit" => {
+                d.windows.insert(key.to_vec(), w);
+            }
+            "public_api_space_request_rate_limit" => {
+                if let Some(e) = ws.and_then(|ws| d.workspaces.get_mut(ws)) {
+                    e.1 = w;
+                }
+            }
+            _ => {
+                if let Some((prefix, _)) = endpoint {
+                    d.endpoint_windows.insert((key.to_vec(), prefix.clone()), w);
+                }
+            }
+        }
+    }
+}
+
 fn full(status: u16, headers: &[(&'static str, String)], body: Bytes) -> Response<FakeBody> {
     let mut resp = Response::new(Full::new(body).boxed_unsync());
     *resp.status_mut() = StatusCode::from_u16(status).unwrap();
@@ -426,4 +679,83 @@ fn full(status: u16, headers: &[(&'static str, String)], body: Bytes) -> Respons
             .append(*k, HeaderValue::from_str(v).unwrap());
     }
     resp
+}
+
+/// The fault for this arrival, if the fixed sequence picks it (splitmix64 of the arrival number).
+fn injected_fault(state: &State) -> Option<Reply> {
+    let n = state.arrivals.fetch_add(1, Ordering::SeqCst);
+    let fault = (*state.fault.lock().unwrap())?;
+    let mut z = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let roll = z % 100;
+    match fault {
+        Fault::Html502 { percent } if roll < percent => {
+            Some(Reply::html_502().with_header("cf-ray", &format!("8f{n:014x}-AMS")))
+        }
+        Fault::Reset { percent } if roll < percent => Some(Reply::Reset),
+        Fault::RateLimited { percent } if roll < percent => Some(Reply::rate_limited(1)),
+        _ => None,
+    }
+}
+
+/// What [`Reply::Api`] answers: enough of Notion's shapes for the SDKs' calls and pagination
+/// helpers.
+fn api_reply(rec: &Received, n: u64) -> Response<FakeBody> {
+    use serde_json::{json, Value};
+    let (path, query) = rec.uri.split_once('?').unwrap_or((&rec.uri, ""));
+    let body: Value = serde_json::from_slice(&rec.body).unwrap_or(Value::Null);
+    let id = |i: u64| format!("59833787-2cf9-4fdf-8782-{i:012}");
+    let list = |cursor: Option<&str>| {
+        let start: u64 = cursor.and_then(|c| c.parse().ok()).unwrap_or(0);
+        let end = (start + 2).min(5);
+        let results: Vec<Value> = (start..end)
+            .map(|i| json!({"object": "page", "id": id(i)}))
+            .collect();
+        json!({"object": "list", "results": results,
+            "next_cursor": if end < 5 { Value::from(end.to_string()) } else { Value::Null },
+            "has_more": end < 5, "type": "page_or_data_source"})
+    };
+    let query_cursor = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("start_cursor="));
+    let body_cursor = body.get("start_cursor").and_then(Value::as_str);
+    let method = rec.method.as_str();
+    let value = match (method, path) {
+        ("POST", p) if p == "/v1/search" || p.ends_with("/query") => list(body_cursor),
+        ("GET", p) if p.ends_with("/children") || p == "/v1/comments" || p == "/v1/users" => {
+            list(query_cursor)
+        }
+        ("PATCH", p) if p.ends_with("/children") => {
+            json!({"object": "list", "results": [{"object": "block", "id": id(900)}],
+                "next_cursor": null, "has_more": false})
+        }
+        ("GET", "/v1/users/me") => json!({"object": "user", "id": id(1), "type": "bot", "bot": {}}),
+        ("POST", "/v1/file_uploads") => {
+            json!({"object": "file_upload", "id": id(700), "status": "pending"})
+        }
+        ("POST", p) if p.starts_with("/v1/file_uploads/") => {
+            json!({"object": "file_upload", "id": id(700), "status": "uploaded"})
+        }
+        (_, p) => {
+            let kind = match p.split('/').nth(2) {
+                Some("pages") => "page",
+                Some("comments") => "comment",
+                Some("blocks") => "block",
+                Some("data_sources") => "data_source",
+                Some("users") => "user",
+                _ => "object",
+            };
+            json!({"object": kind, "id": id(n % 1000), "properties": {}})
+        }
+    };
+    full(
+        200,
+        &[
+            ("content-type", "application/json".into()),
+            ("x-notion-request-id", format!("fake-{n}")),
+        ],
+        Bytes::from(value.to_string()),
+    )
 }

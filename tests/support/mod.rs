@@ -27,14 +27,17 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 #[allow(unused_imports)]
-pub use fake_notion::{FakeNotion, Received, Reply};
+pub use fake_notion::{FakeNotion, Fault, Received, Reply};
 
 pub type ClientBody = UnsyncBoxBody<Bytes, std::io::Error>;
 
-/// A gateway configuration pointing at `notion`, otherwise the embedded defaults.
+/// A gateway configuration pointing at `notion`, otherwise the embedded defaults, except that
+/// workspace discovery is off: its extra `GET /v1/users/me` per token would be in every test's
+/// count of upstream requests. The tests of discovery switch it on.
 pub fn config_for(notion: &FakeNotion) -> Config {
     let mut cfg = Config::default();
     cfg.upstream.base = format!("{}/", notion.url()).parse().unwrap();
+    cfg.limits.discover_workspaces = false;
     cfg
 }
 
@@ -197,6 +200,10 @@ impl Resp {
         assert_eq!(v["object"], "error");
         assert_eq!(v["status"], status);
         assert_eq!(v["code"], code);
+        assert!(
+            notion_gateway::error::SDK_CODES.contains(&code),
+            "{code} is not a code both SDKs know"
+        );
         let msg = v["message"].as_str().unwrap();
         assert!(msg.starts_with("notion-gateway: "), "{msg}");
         let rid = v["request_id"].as_str().unwrap();

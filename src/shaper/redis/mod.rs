@@ -1,4 +1,4 @@
-//! Budgets shared by replicas through Redis (PRODUCT.md P7, `limits.backend = "redis"`).
+//! The Redis backend: budgets shared by replicas (docs/behaviour.md §7, `limits.backend = "redis"`).
 //!
 //! Queues stay local: each replica's dispatcher still releases its own waiting requests in
 //! its own fair order. Only the budget (GCRA state, pause, effective rate) lives in Redis,
@@ -14,6 +14,10 @@
 //! each budget, no request waits for Redis, and a probe (one `PING` per second) switches back
 //! when Redis answers. Each transition is logged once and shown in `/readyz`, `/status` and
 //! the `notion_gateway_shared_budgets` gauge.
+
+mod dispatch;
+
+pub(super) use dispatch::{run, RemoteBudget};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -55,7 +59,7 @@ pub struct Reservation {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SharedError {
+pub enum RedisCallError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
     #[error("redis did not answer within {0:?}")]
@@ -64,7 +68,7 @@ pub enum SharedError {
     Malformed,
 }
 
-pub struct Shared {
+pub struct RedisBudgets {
     cfg: SharedBudgets,
     conn: ConnectionManager,
     script: redis::Script,
@@ -83,7 +87,7 @@ struct Health {
 
 /// `/status` and `/readyz` view.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SharedStatus {
+pub struct RedisStatus {
     /// `shared` or `local_share`.
     pub mode: &'static str,
     pub redis: String,
@@ -94,10 +98,10 @@ pub struct SharedStatus {
     pub last_error: Option<String>,
 }
 
-impl Shared {
+impl RedisBudgets {
     /// Connects lazily: a Redis that is down at start-up makes the replica start degraded, not
     /// fail (one `PING` at once finds out). Errs only on a malformed URL. Needs a tokio runtime.
-    pub fn new(cfg: SharedBudgets) -> Result<Arc<Self>, SharedError> {
+    pub fn new(cfg: SharedBudgets) -> Result<Arc<Self>, RedisCallError> {
         let client = redis::Client::open(cfg.redis_url.as_str())?;
         let conn = ConnectionManager::new_lazy_with_config(
             client,
@@ -126,7 +130,7 @@ impl Shared {
     }
 
     /// Whether budgets are shared now (else this replica uses its local share).
-    pub fn is_shared(&self) -> bool {
+    pub fn is_connected(&self) -> bool {
         !self.degraded.load(Ordering::Relaxed)
     }
 
@@ -144,10 +148,10 @@ impl Shared {
         format!("{}:workspace:{name}", self.cfg.prefix).into()
     }
 
-    pub fn status(&self) -> SharedStatus {
+    pub fn status(&self) -> RedisStatus {
         let h = self.lock();
-        let shared = self.is_shared();
-        SharedStatus {
+        let shared = self.is_connected();
+        RedisStatus {
             mode: if shared { "shared" } else { "local_share" },
             redis: redact_userinfo(&self.cfg.redis_url),
             local_share: self.cfg.local_share,
@@ -164,7 +168,7 @@ impl Shared {
         self: &Arc<Self>,
         keys: &[KeySpec],
         waiting: usize,
-    ) -> Result<Reservation, SharedError> {
+    ) -> Result<Reservation, RedisCallError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg("reserve")
             .arg("")
@@ -188,7 +192,7 @@ impl Shared {
         self: &Arc<Self>,
         keys: &[KeySpec],
         retry_after: Duration,
-    ) -> Result<(), SharedError> {
+    ) -> Result<(), RedisCallError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg("pause")
             .arg("")
@@ -207,7 +211,7 @@ impl Shared {
     }
 
     /// Gives back a reserved slot nobody took.
-    pub async fn refund(self: &Arc<Self>, keys: &[KeySpec]) -> Result<(), SharedError> {
+    pub async fn refund(self: &Arc<Self>, keys: &[KeySpec]) -> Result<(), RedisCallError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg("refund").arg("").arg(KEY_TTL.as_millis() as u64);
         for k in keys {
@@ -224,7 +228,7 @@ impl Shared {
         self: &Arc<Self>,
         op: &'static str,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, SharedError> {
+    ) -> Result<T, RedisCallError> {
         let result = self.timed(op, fut).await;
         if let Err(e) = &result {
             self.degrade(e);
@@ -237,12 +241,12 @@ impl Shared {
         &self,
         op: &'static str,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, SharedError> {
+    ) -> Result<T, RedisCallError> {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.cfg.timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(SharedError::Redis(e)),
-            Err(_) => Err(SharedError::Timeout(self.cfg.timeout)),
+            Ok(Err(e)) => Err(RedisCallError::Redis(e)),
+            Err(_) => Err(RedisCallError::Timeout(self.cfg.timeout)),
         };
         metrics::redis_call(op, started.elapsed(), result.is_ok());
         result
@@ -253,7 +257,7 @@ impl Shared {
     }
 
     /// Switches to the local share (logged once per transition) and starts the probe.
-    fn degrade(self: &Arc<Self>, e: &SharedError) {
+    fn degrade(self: &Arc<Self>, e: &RedisCallError) {
         let mut h = self.lock();
         h.last_error = Some(e.to_string());
         if !self.degraded.swap(true, Ordering::Relaxed) {
@@ -273,7 +277,7 @@ impl Shared {
     }
 
     /// One `PING` under the timeout.
-    pub async fn ping(&self) -> Result<(), SharedError> {
+    pub async fn ping(&self) -> Result<(), RedisCallError> {
         let mut conn = self.conn.clone();
         self.timed("probe", redis::cmd("PING").query_async::<String>(&mut conn))
             .await
@@ -281,14 +285,14 @@ impl Shared {
     }
 
     /// Loads the script (what `doctor` checks) and returns its SHA-1.
-    pub async fn load_script(&self) -> Result<String, SharedError> {
+    pub async fn load_script(&self) -> Result<String, RedisCallError> {
         let mut conn = self.conn.clone();
         self.timed("load", self.script.load_async(&mut conn)).await
     }
 }
 
 /// While degraded: one `PING` per [`PROBE_EVERY`]; the first answer restores shared mode.
-async fn probe(shared: std::sync::Weak<Shared>) {
+async fn probe(shared: std::sync::Weak<RedisBudgets>) {
     loop {
         tokio::time::sleep(PROBE_EVERY).await;
         let Some(s) = shared.upgrade() else { return };
@@ -311,9 +315,9 @@ async fn probe(shared: std::sync::Weak<Shared>) {
     }
 }
 
-fn parse_reservation(reply: &[i64], keys: usize) -> Result<Reservation, SharedError> {
+fn parse_reservation(reply: &[i64], keys: usize) -> Result<Reservation, RedisCallError> {
     if reply.len() != 3 + 2 * keys || reply[0] != 1 {
-        return Err(SharedError::Malformed);
+        return Err(RedisCallError::Malformed);
     }
     let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
     Ok(Reservation {

@@ -1,6 +1,6 @@
--- notion-gateway: budgets shared by replicas (PRODUCT.md P7), one atomic decision per call.
+-- notion-gateway: budgets shared by replicas (docs/behaviour.md §7), one atomic decision per call.
 --
--- The same GCRA as src/limiter.rs, in integer microseconds on Redis's clock (TIME), so the
+-- The same GCRA as src/shaper/limiter.rs, in integer microseconds on Redis's clock (TIME), so the
 -- replicas' own clocks never matter. One hash per budget key:
 --   tat    theoretical arrival time of the next request at the sustained rate
 --   pause  nothing is released before this instant (Notion's Retry-After)

@@ -1,0 +1,303 @@
+//! The dispatcher of budgets kept in Redis: plan under the shaper's lock, reserve a slot in
+//! Redis (one call), sleep until it (one timer), hand it to the lane's next live waiter in fair
+//! order, or give it back. While Redis is unreachable, the local share decides instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::{KeySpec, RedisBudgets, Reservation};
+use crate::shaper::budget::Budget;
+use crate::shaper::limiter::Gcra;
+use crate::shaper::state::{GroupId, PaidBy, Release, State};
+use crate::shaper::Inner;
+
+/// A budget's side in Redis, as this replica last saw it.
+pub(in crate::shaper) struct RemoteBudget {
+    key: Arc<str>,
+    /// The effective rate as last written to or read from Redis: a difference means this
+    /// replica changed it (a 429, a recovery step) and must write it.
+    reported: f64,
+    /// From the last reservation: when the next slot is free, how many wait elsewhere.
+    next_free: Option<Instant>,
+    others_waiting: u32,
+    /// The local share used while Redis is unreachable.
+    pub fallback: Gcra,
+}
+
+impl RemoteBudget {
+    pub fn new(key: Arc<str>, budget: &Budget, share: f64, now: Instant) -> Self {
+        let burst = ((f64::from(budget.burst()) * share).floor() as u32).max(1);
+        Self {
+            key,
+            reported: budget.effective_rate(),
+            next_free: None,
+            others_waiting: 0,
+            fallback: Gcra::new(budget.configured_rate() * share, burst, now),
+        }
+    }
+
+    /// This key as a call sends it; marks the current rate as written.
+    pub fn spec(&mut self, budget: &Budget) -> KeySpec {
+        let changed = (budget.effective_rate() - self.reported).abs() > 1e-9;
+        self.reported = budget.effective_rate();
+        self.key_spec(budget, changed)
+    }
+
+    fn key_spec(&self, budget: &Budget, changed: bool) -> KeySpec {
+        let (interval_us, tolerance_us) = budget.shared_spec();
+        KeySpec {
+            key: self.key.clone(),
+            interval_us,
+            tolerance_us,
+            changed,
+        }
+    }
+
+    /// Learns from a reservation answered at `at`: the rate in force and the next free slot.
+    fn learn(&mut self, budget: &mut Budget, r: &Reservation, index: usize, at: Instant) {
+        if let Some(&(interval_us, next_free)) = r.keys.get(index) {
+            budget.adopt_interval(interval_us, at);
+            self.reported = budget.effective_rate();
+            self.next_free = Some(at + next_free);
+        }
+        self.others_waiting = r.others_waiting;
+    }
+
+    /// Predicted wait behind `ahead` local requests and those waiting on other replicas;
+    /// `connected`: Redis answers (else the local share decides).
+    pub fn predicted_wait(
+        &self,
+        budget: &Budget,
+        now: Instant,
+        ahead: usize,
+        connected: bool,
+    ) -> Duration {
+        if !connected {
+            return self.fallback.predicted_wait(now, ahead);
+        }
+        let first = self
+            .next_free
+            .unwrap_or(now)
+            .max(budget.paused_until(now).unwrap_or(now))
+            .max(now);
+        let behind = u32::try_from(ahead)
+            .unwrap_or(u32::MAX)
+            .saturating_add(self.others_waiting);
+        (first - now) + Duration::from_micros(budget.shared_spec().0).saturating_mul(behind)
+    }
+}
+
+/// What a Redis-budget dispatcher does next.
+enum Plan {
+    /// Nothing waits: the dispatcher ends.
+    Done,
+    /// Nothing may go before then (a pause, or the local share while Redis is unreachable).
+    Wait(Instant),
+    /// Take a slot for the next request of `lane`.
+    Reserve {
+        lane: u64,
+        keys: Vec<KeySpec>,
+        waiting: usize,
+    },
+    /// Redis is unreachable: the local share admitted a request of `lane` now.
+    Local { lane: u64 },
+}
+
+impl State {
+    /// Chooses the lane whose request goes next in group `gid` (round robin) and what it
+    /// needs (`connected`: Redis answers).
+    fn plan(&mut self, gid: &GroupId, now: Instant, connected: bool) -> Plan {
+        let Some(group) = self.groups.get_mut(gid) else {
+            return Plan::Done;
+        };
+        let lanes = &mut self.lanes;
+        group
+            .waiting
+            .retain(|k| lanes.get(k).is_some_and(|l| !l.queue.is_empty()));
+        let waiting: usize = group
+            .waiting
+            .iter()
+            .filter_map(|k| lanes.get(k))
+            .map(|l| l.queue.len())
+            .sum();
+        let Some((lane_key, lane)) = group
+            .waiting
+            .front()
+            .and_then(|&k| Some((k, lanes.get_mut(&k)?)))
+        else {
+            group.dispatcher = None;
+            return Plan::Done;
+        };
+        // Recovery steps first, as the local dispatcher does: a step changes the rate sent.
+        lane.budget.catch_up(now);
+        if let Some(b) = group.workspace.as_mut() {
+            b.catch_up(now);
+        }
+        let paused = lane
+            .budget
+            .paused_until(now)
+            .max(group.workspace.as_ref().and_then(|b| b.paused_until(now)));
+        if let Some(p) = paused {
+            return Plan::Wait(p);
+        }
+        if !connected {
+            let ready = lane
+                .remote
+                .as_ref()
+                .map_or(now, |r| r.fallback.ready_at())
+                .max(group.remote.as_ref().map_or(now, |r| r.fallback.ready_at()));
+            if ready > now {
+                return Plan::Wait(ready);
+            }
+            if let Some(r) = lane.remote.as_mut() {
+                let _ = r.fallback.admit(now);
+            }
+            if let Some(r) = group.remote.as_mut() {
+                let _ = r.fallback.admit(now);
+            }
+            return Plan::Local { lane: lane_key };
+        }
+        let mut keys = Vec::with_capacity(2);
+        if let Some(r) = lane.remote.as_mut() {
+            keys.push(r.spec(&lane.budget));
+        }
+        if let (Some(r), Some(b)) = (group.remote.as_mut(), group.workspace.as_ref()) {
+            keys.push(r.spec(b));
+        }
+        Plan::Reserve {
+            lane: lane_key,
+            keys,
+            waiting: waiting.saturating_sub(1),
+        }
+    }
+
+    /// Learns what Redis answered for a reservation of `lane` in `gid`.
+    fn learn(&mut self, gid: &GroupId, lane_key: u64, r: &Reservation, at: Instant) {
+        if let Some(lane) = self.lanes.get_mut(&lane_key) {
+            if let Some(remote) = lane.remote.as_mut() {
+                remote.learn(&mut lane.budget, r, 0, at);
+            }
+        }
+        if let Some(g) = self.groups.get_mut(gid) {
+            if let (Some(remote), Some(b)) = (g.remote.as_mut(), g.workspace.as_mut()) {
+                remote.learn(b, r, 1, at);
+            }
+        }
+    }
+
+    /// Hands the slot due at `now` to the next live waiter of `lane_key`; false when none is
+    /// left (the slot is then given back).
+    fn hand_over(&mut self, gid: &GroupId, lane_key: u64, now: Instant, paid_by: PaidBy) -> bool {
+        let Some(lane) = self.lanes.get_mut(&lane_key) else {
+            return false;
+        };
+        let mut handed = false;
+        while let Some((_, w)) = lane.queue.pop() {
+            if w.tx.send(Release { at: now, paid_by }).is_ok() {
+                lane.last_used = now;
+                handed = true;
+                break;
+            }
+        }
+        if let Some(g) = self.groups.get_mut(gid) {
+            g.waiting.retain(|k| *k != lane_key);
+            if !lane.queue.is_empty() {
+                g.waiting.push_back(lane_key);
+            }
+        }
+        handed
+    }
+
+    /// Gives back a slot the local share admitted at `now` for `lane_key` that nobody took.
+    pub(in crate::shaper) fn refund_local_share(&mut self, lane_key: u64, now: Instant) {
+        let Some(lane) = self.lanes.get_mut(&lane_key) else {
+            return;
+        };
+        if let Some(r) = lane.remote.as_mut() {
+            r.fallback.refund(now);
+        }
+        if let Some(r) = self
+            .groups
+            .get_mut(&lane.group)
+            .and_then(|g| g.remote.as_mut())
+        {
+            r.fallback.refund(now);
+        }
+    }
+
+    /// The Redis keys a release of `lane_key` spent, to give a slot back.
+    pub(in crate::shaper) fn remote_keys(&self, lane_key: u64) -> Vec<KeySpec> {
+        let Some(lane) = self.lanes.get(&lane_key) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<KeySpec> = lane
+            .remote
+            .iter()
+            .map(|r| r.key_spec(&lane.budget, false))
+            .collect();
+        if let Some(g) = self.groups.get(&lane.group) {
+            if let (Some(r), Some(b)) = (&g.remote, &g.workspace) {
+                keys.push(r.key_spec(b, false));
+            }
+        }
+        keys
+    }
+}
+
+/// One group's dispatcher when budgets live in Redis: reserve the next slot (one Redis call),
+/// sleep until it (one timer), hand it to the next waiter in fair order; repeat until nothing
+/// waits. While Redis is unreachable the local share decides instead.
+pub(in crate::shaper) async fn run(
+    inner: Arc<Inner>,
+    gid: GroupId,
+    notify: Arc<Notify>,
+    redis: Arc<RedisBudgets>,
+) {
+    loop {
+        let now = Instant::now();
+        let plan = inner.lock().plan(&gid, now, redis.is_connected());
+        let (lane, keys) = match plan {
+            Plan::Done => return,
+            Plan::Wait(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = notify.notified() => {}
+                }
+                continue;
+            }
+            Plan::Local { lane } => {
+                let mut st = inner.lock();
+                if !st.hand_over(&gid, lane, now, PaidBy::LocalShare) {
+                    st.refund_local_share(lane, now);
+                }
+                continue;
+            }
+            Plan::Reserve {
+                lane,
+                keys,
+                waiting,
+            } => match redis.reserve(&keys, waiting).await {
+                Ok(r) => {
+                    let at = Instant::now();
+                    inner.lock().learn(&gid, lane, &r, at);
+                    // A timer rounds up to the next millisecond: only sleep for a slot ahead.
+                    if !r.wait.is_zero() {
+                        tokio::time::sleep_until(at + r.wait).await;
+                    }
+                    (lane, keys)
+                }
+                // Degraded now (logged by `RedisBudgets`): the next plan uses the local share.
+                Err(_) => continue,
+            },
+        };
+        let handed = inner
+            .lock()
+            .hand_over(&gid, lane, Instant::now(), PaidBy::Redis);
+        if !handed {
+            let _ = redis.refund(&keys).await;
+        }
+    }
+}

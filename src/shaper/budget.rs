@@ -146,6 +146,33 @@ impl Budget {
             .then_some((self.configured, self.effective, self.burst))
     }
 
+    /// A `share` of this budget (at least one request), idle at `now`: what a replica uses
+    /// alone while the budgets shared through Redis are out of reach.
+    pub fn share(&self, share: f64, now: Instant) -> Self {
+        let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
+        let mut b = match self.smoothing() {
+            Some((rate, _, burst)) => Budget::new(rate * share, part(burst), self.adaptive, now),
+            None => Budget::unsmoothed(self.adaptive, now),
+        };
+        if let Some(w) = &self.window {
+            b.window = Some(Window::new(part(w.configured()), now));
+        }
+        b
+    }
+
+    /// Spends the burst at `now` (see [`Gcra::spend_burst`], [`Window::spend_burst`]).
+    pub fn spend_burst(&mut self, now: Instant) {
+        self.gcra.spend_burst(now);
+        if let Some(w) = self.window.as_mut() {
+            w.spend_burst(now);
+        }
+    }
+
+    /// The window, for a budget kept in Redis to adopt what Redis holds.
+    pub fn window_mut(&mut self) -> Option<&mut Window> {
+        self.window.as_mut()
+    }
+
     /// The same budget with a window beside its GCRA.
     pub fn with_window(mut self, window: Window) -> Self {
         self.window = Some(window);

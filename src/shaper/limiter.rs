@@ -136,6 +136,12 @@ impl Gcra {
         self.tolerance = tolerance(new, burst, self.slack);
     }
 
+    /// Spends whatever burst is available at `now`: from then on one request per interval,
+    /// as after a pause.
+    pub fn spend_burst(&mut self, now: Instant) {
+        self.tat = self.tat.max(now + self.tolerance);
+    }
+
     /// The emission interval `T`.
     pub fn interval(&self) -> Duration {
         self.interval

@@ -546,12 +546,15 @@ impl Shaper {
         budget.push_back(kind, ticket.admitted_at, retry_after, now);
         let until = budget.paused_until(now).unwrap_or(now);
         if let (Some(s), Some(remote)) = (&self.inner.redis, remote) {
-            // Every replica holds: the pause (and a rate this one lowered) goes to Redis. The
-            // local pause already holds this replica while the call is on its way.
+            // Every replica holds: the pause (and a rate this one lowered) goes to Redis, and a
+            // window limit learns its budget there, from what every replica sent. The local
+            // pause already holds this replica while the call is on its way; the budget Redis
+            // settles on comes back with the next reservation.
             let spec = remote.spec(budget);
+            let learn = kind == Pushback::WindowLimited && self.inner.limits.adaptive;
             let s = s.clone();
             tokio::spawn(async move {
-                let _ = s.pause(&[spec], retry_after).await;
+                let _ = s.pause(&[spec], retry_after, learn).await;
             });
         }
         until

@@ -130,8 +130,8 @@ pub(super) struct Release {
 pub(super) enum PaidBy {
     /// The budgets kept in this process (`limits.backend = "local"`).
     Process,
-    /// A slot reserved in Redis.
-    Redis,
+    /// A slot reserved in Redis (the slot, on Redis's clock).
+    Redis(u64),
     /// The replica's local share, while Redis is unreachable.
     LocalShare,
 }
@@ -233,8 +233,15 @@ pub(super) fn new_lane(
         label,
         outcomes: Arc::default(),
         group,
-        remote: redis
-            .map(|r| RemoteBudget::new(r.token_key(&digest), &budget, r.local_share(), now)),
+        remote: redis.map(|r| {
+            RemoteBudget::new(
+                r.token_key(&digest),
+                &budget,
+                r.local_share(),
+                r.epoch(),
+                now,
+            )
+        }),
         budget,
         queue: FairQueue::new(),
         last_used: now,
@@ -271,6 +278,7 @@ fn new_group(
             r.workspace_key(w),
             b,
             r.local_share(),
+            r.epoch(),
             now,
         )),
         _ => None,

@@ -147,6 +147,21 @@ impl KeyStatus {
     }
 }
 
+impl KeyStatus {
+    /// With Redis budgets the window is counted in Redis, for every replica: show what the
+    /// last reservation said of it.
+    fn counted_in(mut self, remote: Option<&super::redis::RemoteBudget>) -> Self {
+        if let (Some(w), Some((used, budget))) =
+            (self.window.as_mut(), remote.and_then(|r| r.window))
+        {
+            w.used = used;
+            w.budget = budget;
+            w.resets_in_s = None;
+        }
+        self
+    }
+}
+
 impl State {
     /// Every key's state at `now`.
     pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
@@ -179,7 +194,7 @@ impl State {
                     .map(|(r, t)| (*r, round3((*t - now).as_secs_f64())))
                     .collect(),
                 upstream: Some(l.outcomes.status(now)),
-                ..KeyStatus::of(&l.budget, &l.pushbacks, now)
+                ..KeyStatus::of(&l.budget, &l.pushbacks, now).counted_in(l.remote.as_ref())
             })
             .collect();
         tokens.sort_by(|a, b| a.key.cmp(&b.key));
@@ -189,7 +204,7 @@ impl State {
             .filter_map(|(id, g)| match (id, g.workspace.as_ref()) {
                 (GroupId::Workspace(name), Some(b)) => Some(KeyStatus {
                     key: name.to_string(),
-                    ..KeyStatus::of(b, &g.pushbacks, now)
+                    ..KeyStatus::of(b, &g.pushbacks, now).counted_in(g.remote.as_ref())
                 }),
                 _ => None,
             })

@@ -45,12 +45,12 @@ impl Drop for WaitGuard<'_> {
                 }
             }
             PaidBy::LocalShare => st.refund_local_share(self.lane, now),
-            PaidBy::Redis => {
+            PaidBy::Redis(slot) => {
                 if let Some(s) = &self.inner.redis {
                     let keys = st.remote_keys(self.lane);
                     let s = s.clone();
                     tokio::spawn(async move {
-                        let _ = s.refund(&keys).await;
+                        let _ = s.refund(&keys, slot).await;
                     });
                 }
             }
@@ -102,7 +102,7 @@ mod tests {
             // What the Redis dispatcher does for a degraded replica: the local share admits,
             // the slot goes to the waiter.
             let remote = lane.remote.as_mut().unwrap();
-            remote.fallback.admit(now).unwrap();
+            remote.fallback.admit(now, true).unwrap();
             let (_, w) = lane.queue.pop().unwrap();
             w.tx.send(Release {
                 at: now,
@@ -117,7 +117,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .fallback
-            .ready_at();
+            .ready_at(now);
         assert_eq!(spent, now + Duration::from_secs(1), "the local share paid");
         drop(WaitGuard {
             inner,
@@ -131,7 +131,7 @@ mod tests {
             .as_ref()
             .unwrap()
             .fallback
-            .ready_at();
+            .ready_at(now);
         assert_eq!(after, now, "the slot went back to the local share");
     }
 }

@@ -225,17 +225,52 @@ impl Window {
 
     /// Counts one release at `now`.
     pub fn record(&mut self, now: Instant) {
-        let now_us = self.us(now);
-        self.prune(now_us);
-        let b = (now_us / BUCKET_US) as u32;
-        match self.buckets.back_mut() {
-            Some((last, c)) if *last == b => *c += 1,
-            _ => self.buckets.push_back((b, 1)),
+        self.record_at(now, now);
+    }
+
+    /// Counts one release in the slot `at`, decided at `now` (a slot reserved ahead, as the
+    /// Redis backend does): counts that stop being counted by `now` are dropped, not those that
+    /// stop by `at`, which still count for decisions between the two.
+    pub fn record_at(&mut self, at: Instant, now: Instant) {
+        self.prune(self.us(now));
+        let b = (self.us(at) / BUCKET_US) as u32;
+        // Usually the newest bucket; a slot reserved ahead may come before a later one.
+        match self.buckets.iter().rposition(|(i, _)| *i <= b) {
+            Some(pos) if self.buckets[pos].0 == b => self.buckets[pos].1 += 1,
+            Some(pos) => self.buckets.insert(pos + 1, (b, 1)),
+            None => self.buckets.push_front((b, 1)),
         }
         self.total += 1;
         // A guess that is half used is too small to tell: double it (slow start).
-        if self.provisional && self.total * 2 >= self.budget && self.used(now) * 2 >= self.budget {
+        if self.provisional && self.total * 2 >= self.budget && self.used(at) * 2 >= self.budget {
             self.budget = self.budget.saturating_mul(2);
+        }
+    }
+
+    /// Counts a whole burst as sent at `now` (less what is counted already): a share of a budget
+    /// that starts without knowing what was sent on the other side starts spent.
+    pub fn spend_burst(&mut self, now: Instant) {
+        for _ in self.used(now)..self.burst() {
+            self.record(now);
+        }
+    }
+
+    /// Whether the configured budget is a guess (a workspace's undisclosed limit).
+    pub fn is_guess(&self) -> bool {
+        self.guessed
+    }
+
+    /// Takes the budget another replica (or a 429 there) put in force. Below the configured
+    /// one it counts as learned, so it is forgotten an hour later here too.
+    pub fn adopt(&mut self, budget: u32, now: Instant) {
+        let budget = budget.max(1);
+        if budget == self.budget {
+            return;
+        }
+        self.budget = budget;
+        if budget < self.configured {
+            self.provisional = false;
+            self.learned_at.get_or_insert(now);
         }
     }
 
@@ -318,6 +353,11 @@ impl Window {
     /// Nothing counted and nothing learned: the window behaves like a new one.
     pub fn is_rested(&self, now: Instant) -> bool {
         self.used(now) == 0 && self.learned_at.is_none()
+    }
+
+    /// The interval of the floor rate (a whole span when the budget has no reserve).
+    pub fn floor_interval(&self) -> Duration {
+        self.floor_interval_us().map_or(SPAN, Duration::from_micros)
     }
 
     /// `(SPAN) / (budget - burst)` in microseconds, rounded up: the interval of the floor rate.

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 
 use super::{KeySpec, RedisBudgets, Reservation};
 use crate::shaper::budget::Budget;
-use crate::shaper::limiter::Gcra;
 use crate::shaper::state::{GroupId, PaidBy, Release, State};
 use crate::shaper::Inner;
 
@@ -20,22 +19,27 @@ pub(in crate::shaper) struct RemoteBudget {
     /// The effective rate as last written to or read from Redis: a difference means this
     /// replica changed it (a 429, a recovery step) and must write it.
     reported: f64,
-    /// From the last reservation: when the next slot is free, how many wait elsewhere.
+    /// From the last reservation: when the next slot is free, how many wait elsewhere, and
+    /// the window as every replica spends it (budget in force, releases counted).
     next_free: Option<Instant>,
     others_waiting: u32,
+    pub window: Option<(u32, u32)>,
     /// The local share used while Redis is unreachable.
-    pub fallback: Gcra,
+    pub fallback: Budget,
+    /// [`RedisBudgets::epoch`] as this key last saw it: a change means a switch happened since.
+    epoch: u64,
 }
 
 impl RemoteBudget {
-    pub fn new(key: Arc<str>, budget: &Budget, share: f64, now: Instant) -> Self {
-        let burst = ((f64::from(budget.burst()) * share).floor() as u32).max(1);
+    pub fn new(key: Arc<str>, budget: &Budget, share: f64, epoch: u64, now: Instant) -> Self {
         Self {
             key,
             reported: budget.effective_rate(),
             next_free: None,
             others_waiting: 0,
-            fallback: Gcra::new(budget.configured_rate() * share, burst, now),
+            window: None,
+            fallback: budget.share(share, now),
+            epoch,
         }
     }
 
@@ -53,15 +57,35 @@ impl RemoteBudget {
             interval_us,
             tolerance_us,
             changed,
+            window: budget.window().map_or(0, |w| w.configured()),
+            provisional: budget.window().is_some_and(|w| w.is_guess()),
         }
     }
 
-    /// Learns from a reservation answered at `at`: the rate in force and the next free slot.
+    /// Notes a switch between Redis and the local share seen at `now`: the side this key
+    /// starts on has no record of what the other one sent. Returns whether one happened.
+    fn switched(&mut self, epoch: u64, connected: bool, now: Instant) -> bool {
+        if self.epoch == epoch {
+            return false;
+        }
+        self.epoch = epoch;
+        if !connected {
+            self.fallback.spend_burst(now);
+        }
+        true
+    }
+
+    /// Learns from a reservation answered at `at`: the rate and window in force and the next
+    /// free slot.
     fn learn(&mut self, budget: &mut Budget, r: &Reservation, index: usize, at: Instant) {
-        if let Some(&(interval_us, next_free)) = r.keys.get(index) {
-            budget.adopt_interval(interval_us, at);
+        if let Some(k) = r.keys.get(index) {
+            budget.adopt_interval(k.interval_us, at);
+            if let Some(w) = budget.window_mut() {
+                w.adopt(k.window_budget, at);
+            }
             self.reported = budget.effective_rate();
-            self.next_free = Some(at + next_free);
+            self.next_free = Some(at + k.next_free);
+            self.window = budget.window().map(|_| (k.window_used, k.window_budget));
         }
         self.others_waiting = r.others_waiting;
     }
@@ -86,7 +110,13 @@ impl RemoteBudget {
         let behind = u32::try_from(ahead)
             .unwrap_or(u32::MAX)
             .saturating_add(self.others_waiting);
-        (first - now) + Duration::from_micros(budget.shared_spec().0).saturating_mul(behind)
+        // One slot per interval of the GCRA, or of the window's floor rate, whichever is slower.
+        let interval = Duration::from_micros(budget.shared_spec().0).max(
+            budget
+                .window()
+                .map_or(Duration::ZERO, |w| w.floor_interval()),
+        );
+        (first - now) + interval.saturating_mul(behind)
     }
 }
 
@@ -96,11 +126,12 @@ enum Plan {
     Done,
     /// Nothing may go before then (a pause, or the local share while Redis is unreachable).
     Wait(Instant),
-    /// Take a slot for the next request of `lane`.
+    /// Take a slot for the next request of `lane` (`resume`: first reservation after a switch).
     Reserve {
         lane: u64,
         keys: Vec<KeySpec>,
         waiting: usize,
+        resume: bool,
     },
     /// Redis is unreachable: the local share admitted a request of `lane` now.
     Local { lane: u64 },
@@ -109,7 +140,7 @@ enum Plan {
 impl State {
     /// Chooses the lane whose request goes next in group `gid` (round robin) and what it
     /// needs (`connected`: Redis answers).
-    fn plan(&mut self, gid: &GroupId, now: Instant, connected: bool) -> Plan {
+    fn plan(&mut self, gid: &GroupId, now: Instant, connected: bool, epoch: u64) -> Plan {
         let Some(group) = self.groups.get_mut(gid) else {
             return Plan::Done;
         };
@@ -143,20 +174,29 @@ impl State {
         if let Some(p) = paused {
             return Plan::Wait(p);
         }
+        let mut resume = false;
+        for r in lane.remote.iter_mut().chain(group.remote.as_mut()) {
+            resume |= r.switched(epoch, connected, now);
+        }
         if !connected {
             let ready = lane
                 .remote
                 .as_ref()
-                .map_or(now, |r| r.fallback.ready_at())
-                .max(group.remote.as_ref().map_or(now, |r| r.fallback.ready_at()));
+                .map_or(now, |r| r.fallback.ready_at(now))
+                .max(
+                    group
+                        .remote
+                        .as_ref()
+                        .map_or(now, |r| r.fallback.ready_at(now)),
+                );
             if ready > now {
                 return Plan::Wait(ready);
             }
             if let Some(r) = lane.remote.as_mut() {
-                let _ = r.fallback.admit(now);
+                let _ = r.fallback.admit(now, true);
             }
             if let Some(r) = group.remote.as_mut() {
-                let _ = r.fallback.admit(now);
+                let _ = r.fallback.admit(now, true);
             }
             return Plan::Local { lane: lane_key };
         }
@@ -171,6 +211,7 @@ impl State {
             lane: lane_key,
             keys,
             waiting: waiting.saturating_sub(1),
+            resume,
         }
     }
 
@@ -258,8 +299,10 @@ pub(in crate::shaper) async fn run(
 ) {
     loop {
         let now = Instant::now();
-        let plan = inner.lock().plan(&gid, now, redis.is_connected());
-        let (lane, keys) = match plan {
+        let plan = inner
+            .lock()
+            .plan(&gid, now, redis.is_connected(), redis.epoch());
+        let (lane, keys, slot) = match plan {
             Plan::Done => return,
             Plan::Wait(at) => {
                 tokio::select! {
@@ -279,7 +322,8 @@ pub(in crate::shaper) async fn run(
                 lane,
                 keys,
                 waiting,
-            } => match redis.reserve(&keys, waiting).await {
+                resume,
+            } => match redis.reserve(&keys, waiting, resume).await {
                 Ok(r) => {
                     let at = Instant::now();
                     inner.lock().learn(&gid, lane, &r, at);
@@ -287,7 +331,7 @@ pub(in crate::shaper) async fn run(
                     if !r.wait.is_zero() {
                         tokio::time::sleep_until(at + r.wait).await;
                     }
-                    (lane, keys)
+                    (lane, keys, r.slot)
                 }
                 // Degraded now (logged by `RedisBudgets`): the next plan uses the local share.
                 Err(_) => continue,
@@ -295,9 +339,9 @@ pub(in crate::shaper) async fn run(
         };
         let handed = inner
             .lock()
-            .hand_over(&gid, lane, Instant::now(), PaidBy::Redis);
+            .hand_over(&gid, lane, Instant::now(), PaidBy::Redis(slot));
         if !handed {
-            let _ = redis.refund(&keys).await;
+            let _ = redis.refund(&keys, slot).await;
         }
     }
 }

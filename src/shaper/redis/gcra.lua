@@ -1,26 +1,35 @@
 -- notion-gateway: budgets shared by replicas (docs/behaviour.md §7), one atomic decision per call.
 --
--- The same GCRA as src/shaper/limiter.rs, in integer microseconds on Redis's clock (TIME), so the
--- replicas' own clocks never matter. One hash per budget key:
+-- The same budget as src/shaper/budget.rs, in integer microseconds on Redis's clock (TIME), so
+-- the replicas' own clocks never matter: a GCRA (src/shaper/limiter.rs) and Notion's 60-second
+-- window with its reserve rule (src/shaper/window.rs). One hash per budget key:
 --   tat    theoretical arrival time of the next request at the sustained rate
 --   pause  nothing is released before this instant (Notion's Retry-After)
 --   iv     emission interval (1 / effective rate); tol: burst tolerance, both in microseconds.
 --          The effective rate is shared too: the replica that changes it (a repeated 429
 --          halves it, recovery raises it) writes it, the others adopt it.
+--   wb     the window budget in force (the configured one, or what a 429 taught, or a
+--          workspace's growing guess); wp: "1" while it is a guess; wl: when a 429 lowered it
+--   b:<n>  releases counted in bucket n (250 ms wide, numbered from Redis's epoch)
 --   q:<replica>  "<depth>:<at>": requests waiting on that replica, for max_wait predictions
 --
 -- KEYS: the budgets a release needs (the token's, and its workspace's when it has one).
 -- ARGV[1] op: reserve | admit | pause | refund
--- ARGV[2] now in microseconds, or "" for Redis's TIME (tests pass it to compare with limiter.rs)
+-- ARGV[2] now in microseconds, or "" for Redis's TIME (tests pass it to compare with Rust)
 -- ARGV[3] idle expiry of the keys in milliseconds
--- reserve, admit: ARGV[4] replica id, ARGV[5] requests waiting on it after this one, then per
---   key: interval, tolerance, changed ("1": this replica changed the rate, store it; "0": use
---   the stored one). reserve takes the earliest slot every key allows (possibly in the future)
---   and returns how far ahead it is; admit takes it only if it is now.
---   Returns {taken, wait, others_waiting, then per key: interval used, next ready - now}.
--- pause: ARGV[4] Retry-After in microseconds, then per key: interval, tolerance, changed.
---   Returns {until - now}.
--- refund: per key ARGV[3 + i] interval. Gives one unused slot back. Returns {}.
+-- Per key, for reserve, admit and pause, 6 arguments: interval, tolerance, changed ("1": this
+--   replica changed the rate, store it; "0": use the stored one), window budget as configured
+--   (0: no window), provisional ("1": that budget is a guess), forget-after in microseconds.
+-- reserve, admit: ARGV[4] replica id, ARGV[5] requests waiting on it after this one, ARGV[6]
+--   resume ("1": this replica worked alone while Redis was unreachable: spend every key's burst
+--   before it takes a slot). reserve takes the earliest slot every key allows (possibly in the
+--   future); admit takes it only if it is now.
+--   Returns {taken, wait, others_waiting, slot, then per key: interval used, next ready - now,
+--   window budget in force, window used}.
+-- pause: ARGV[4] Retry-After in microseconds, ARGV[5] learn ("1": the 429 named this window
+--   limit: learn its budget). Returns {until - now, then per key: window budget in force}.
+-- refund: ARGV[4] the slot (as reserve returned it), then per key ARGV[4 + i] interval. Gives
+--   one unused slot back. Returns {}.
 
 local op = ARGV[1]
 local now
@@ -32,77 +41,204 @@ else
 end
 local ttl = ARGV[3]
 
+-- src/shaper/window.rs: WINDOW, BUCKET, and how long a bucket is counted from its start.
+local WINDOW = 60000000
+local BUCKET = 250000
+local LIVE = 61250000
+
 local function int(x)
   return string.format('%.0f', x)
 end
 
--- The key's state, with the rate the caller passes unless another replica's is stored.
-local function load(key, iv, tol, changed)
-  local h = redis.call('HMGET', key, 'tat', 'pause', 'iv', 'tol')
-  local s = { tat = tonumber(h[1]) or now, pause = tonumber(h[2]) or 0,
-              iv = tonumber(iv), tol = tonumber(tol) }
-  if changed ~= '1' and h[3] and h[4] then
-    s.iv = tonumber(h[3])
-    s.tol = tonumber(h[4])
+local function burst_of(b)
+  return math.max(1, math.floor(b / 6))
+end
+
+-- The key's state, with the rate and window the caller passes unless another replica's (or a
+-- 429's) is stored. a: index of the key's first argument.
+local function load(key, a)
+  local h = redis.call('HGETALL', key)
+  local stored, buckets, queues = {}, {}, {}
+  for j = 1, #h, 2 do
+    local f, v = h[j], h[j + 1]
+    local p = string.sub(f, 1, 2)
+    if p == 'b:' then
+      buckets[#buckets + 1] = { tonumber(string.sub(f, 3)), tonumber(v) }
+    elseif p == 'q:' then
+      queues[string.sub(f, 3)] = v
+    else
+      stored[f] = v
+    end
+  end
+  table.sort(buckets, function(x, y) return x[1] < y[1] end)
+  local s = { tat = tonumber(stored.tat) or now, pause = tonumber(stored.pause) or 0,
+              iv = tonumber(ARGV[a]), tol = tonumber(ARGV[a + 1]), buckets = buckets,
+              queues = queues, wcfg = tonumber(ARGV[a + 3]), wguess = ARGV[a + 4],
+              forget = tonumber(ARGV[a + 5]) }
+  if ARGV[a + 2] ~= '1' and stored.iv and stored.tol then
+    s.iv = tonumber(stored.iv)
+    s.tol = tonumber(stored.tol)
+  end
+  s.wb = tonumber(stored.wb) or s.wcfg
+  s.wp = stored.wp or s.wguess
+  s.wl = tonumber(stored.wl) or 0
+  -- As Window::forget_if_due: a learned budget is forgotten after an hour.
+  if s.wl > 0 and now - s.wl >= s.forget then
+    s.wb, s.wp, s.wl = s.wcfg, s.wguess, 0
   end
   return s
 end
 
 local function store(key, s)
   redis.call('HSET', key, 'tat', int(s.tat), 'pause', int(s.pause), 'iv', int(s.iv),
-             'tol', int(s.tol))
+             'tol', int(s.tol), 'wb', int(s.wb), 'wp', s.wp, 'wl', int(s.wl))
   redis.call('PEXPIRE', key, ttl)
 end
 
+local function used_at(s, t)
+  local n = 0
+  for _, b in ipairs(s.buckets) do
+    if b[1] * BUCKET + LIVE > t then n = n + b[2] end
+  end
+  return n
+end
+
+-- Window::ready_at: the reserve rule.
+local function window_ready(s, t)
+  if s.wcfg <= 0 then return t end
+  local budget = s.wb
+  local burst = burst_of(budget)
+  local n = used_at(s, t)
+  if n < burst then return t end
+  local f = nil
+  if budget > burst then f = math.ceil(LIVE / (budget - burst)) end
+  local ready, older = t, 0
+  for _, b in ipairs(s.buckets) do
+    local start = b[1] * BUCKET
+    if start + LIVE > t then
+      local expiry = start + LIVE
+      local room = budget - n - 1 + older
+      local r = nil
+      if f then r = expiry - room * f elseif room < 0 then r = expiry end
+      if r and r > ready then ready = r end
+      older = older + b[2]
+    end
+  end
+  return ready
+end
+
+-- Window::record: counts a release at t; a guess half used doubles.
+local function window_record(key, s, t, count)
+  if s.wcfg <= 0 then return end
+  local n = math.floor(t / BUCKET)
+  redis.call('HINCRBY', key, 'b:' .. int(n), count)
+  local found = false
+  for _, b in ipairs(s.buckets) do
+    if b[1] == n then b[2] = b[2] + count; found = true end
+  end
+  if not found then s.buckets[#s.buckets + 1] = { n, count } end
+  -- Counts that stop being counted by the call's `now` go (not those that stop by `t`: a slot
+  -- reserved ahead does not end what still counts until then), as Window::record_at.
+  for _, b in ipairs(s.buckets) do
+    if b[1] * BUCKET + LIVE <= now then redis.call('HDEL', key, 'b:' .. int(b[1])) end
+  end
+  if s.wp == '1' and used_at(s, t) * 2 >= s.wb then s.wb = s.wb * 2 end
+end
+
+-- Window::learn: the budget Notion's window admitted of ours.
+local function window_learn(s, retry_after)
+  if s.wcfg <= 0 then return end
+  -- A round of 429s arrives within a round trip: one lowering per round (on one replica the
+  -- round is told apart by release time; across replicas by this second).
+  if s.wl > 0 and now - s.wl < 1000000 then return end
+  local back = WINDOW
+  if retry_after < WINDOW then back = WINDOW - retry_after + 1000000 end
+  local begun = now - back
+  local counted = 0
+  for _, b in ipairs(s.buckets) do
+    if b[1] * BUCKET >= begun then counted = counted + b[2] end
+  end
+  local admitted = math.max(counted - 1, 0)
+  if admitted < math.floor(s.wb / 4) then admitted = math.floor(s.wb / 2) end
+  local step = math.max(1, math.floor(s.wb / 50))
+  local floor = math.max(1, math.floor(s.wcfg / 16))
+  s.wb = math.max(math.min(admitted, s.wb - step), floor)
+  s.wp = '0'
+  s.wl = now
+end
+
 if op == 'reserve' or op == 'admit' then
-  local replica, depth = ARGV[4], tonumber(ARGV[5])
+  local replica, depth, resume = ARGV[4], tonumber(ARGV[5]), ARGV[6]
   local states = {}
   local go = now
   for i, key in ipairs(KEYS) do
-    local a = 5 + (i - 1) * 3
-    local s = load(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+    local s = load(key, 7 + (i - 1) * 6)
     states[i] = s
-    local ready = math.max(s.tat - s.tol, s.pause)
+    if resume == '1' then
+      -- Back from the local share: what this replica sent alone is not in Redis; start as if
+      -- the burst were spent (GCRA) and the window held a burst.
+      s.tat = math.max(s.tat, now + s.tol)
+      local missing = burst_of(s.wb) - used_at(s, now)
+      if s.wcfg > 0 and missing > 0 then window_record(key, s, now, missing) end
+    end
+    local ready = math.max(s.tat - s.tol, s.pause, window_ready(s, now))
     if ready > go then go = ready end
   end
   local taken = 1
   if op == 'admit' and go > now then taken = 0 end
   -- Requests waiting on the other replicas, from their reports of the last 30 s.
   local others = 0
-  local fields = redis.call('HGETALL', KEYS[1])
-  for j = 1, #fields, 2 do
-    local f = fields[j]
-    if string.sub(f, 1, 2) == 'q:' and string.sub(f, 3) ~= replica then
-      local d, at = string.match(fields[j + 1], '^(%d+):(%d+)$')
+  for r, v in pairs(states[1] and states[1].queues or {}) do
+    if r ~= replica then
+      local d, at = string.match(v, '^(%d+):(%d+)$')
       if d and now - tonumber(at) < 30000000 then others = others + tonumber(d) end
     end
   end
-  redis.call('HSET', KEYS[1], 'q:' .. replica, int(depth) .. ':' .. int(now))
-  local out = { taken, int(go - now), others }
+  if #KEYS > 0 then
+    redis.call('HSET', KEYS[1], 'q:' .. replica, int(depth) .. ':' .. int(now))
+  end
+  local out = { taken, int(go - now), others, int(go) }
   for i, key in ipairs(KEYS) do
     local s = states[i]
-    if taken == 1 then s.tat = math.max(s.tat, go) + s.iv end
+    if taken == 1 then
+      s.tat = math.max(s.tat, go) + s.iv
+      window_record(key, s, go, 1)
+    end
     store(key, s)
     out[#out + 1] = int(s.iv)
-    out[#out + 1] = int(math.max(s.tat - s.tol, s.pause, now) - now)
+    out[#out + 1] = int(math.max(s.tat - s.tol, s.pause, window_ready(s, now), now) - now)
+    out[#out + 1] = int(s.wb)
+    out[#out + 1] = int(used_at(s, now))
   end
   return out
 elseif op == 'pause' then
-  local untl = now + tonumber(ARGV[4])
+  local retry_after = tonumber(ARGV[4])
+  local learn = ARGV[5]
+  local untl = now + retry_after
+  local out = { int(untl - now) }
   for i, key in ipairs(KEYS) do
-    local a = 4 + (i - 1) * 3
-    local s = load(key, ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+    local s = load(key, 6 + (i - 1) * 6)
     s.pause = math.max(s.pause, untl)
     -- As Gcra::pause_until: the pause spends the burst.
     s.tat = math.max(s.tat, untl + s.tol)
+    if learn == '1' then window_learn(s, retry_after) end
     store(key, s)
+    out[#out + 1] = int(s.wb)
   end
-  return { int(untl - now) }
+  return out
 elseif op == 'refund' then
+  local slot = tonumber(ARGV[4])
+  local n = 'b:' .. int(math.floor(slot / BUCKET))
   for i, key in ipairs(KEYS) do
     local tat = tonumber(redis.call('HGET', key, 'tat'))
     if tat then
-      redis.call('HSET', key, 'tat', int(math.max(tat - tonumber(ARGV[3 + i]), now)))
+      redis.call('HSET', key, 'tat', int(math.max(tat - tonumber(ARGV[4 + i]), now)))
+    end
+    local c = tonumber(redis.call('HGET', key, n))
+    if c and c > 1 then
+      redis.call('HINCRBY', key, n, -1)
+    elseif c then
+      redis.call('HDEL', key, n)
     end
   end
   return {}

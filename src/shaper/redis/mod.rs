@@ -33,6 +33,7 @@ const SCRIPT: &str = include_str!("gcra.lua");
 /// Keys expire after this long without a write: the learned rate is forgotten after an hour of
 /// quiet, as in the local backend ([`super::budget::FORGET_LEARNED`]).
 const KEY_TTL: Duration = Duration::from_secs(3600);
+use crate::shaper::window::FORGET_LEARNED;
 /// How often a degraded replica asks Redis whether it is back.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
 
@@ -44,6 +45,21 @@ pub struct KeySpec {
     pub tolerance_us: u64,
     /// This replica changed the rate since its last call: store it for every replica.
     pub changed: bool,
+    /// The key's window budget as configured (0: no window), and whether it is a guess.
+    pub window: u32,
+    pub provisional: bool,
+}
+
+impl KeySpec {
+    fn args(&self, inv: &mut redis::ScriptInvocation<'_>) {
+        inv.key(&*self.key)
+            .arg(self.interval_us)
+            .arg(self.tolerance_us)
+            .arg(if self.changed { "1" } else { "0" })
+            .arg(self.window)
+            .arg(if self.provisional { "1" } else { "0" })
+            .arg(FORGET_LEARNED.as_micros() as u64);
+    }
 }
 
 /// A slot taken in the shared budgets.
@@ -53,9 +69,23 @@ pub struct Reservation {
     pub wait: Duration,
     /// Requests waiting on the other replicas (for `max_wait` predictions).
     pub others_waiting: u32,
-    /// Per key, in the order sent: the interval in force (another replica's rate, maybe) and
-    /// how far ahead the next free slot is.
-    pub keys: Vec<(u64, Duration)>,
+    /// The slot, on Redis's clock: what a refund gives back.
+    pub slot: u64,
+    /// Per key, in the order sent: what Redis holds of it.
+    pub keys: Vec<RemoteKey>,
+}
+
+/// What Redis holds of one key, as a reservation left it.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteKey {
+    /// The interval in force (another replica's rate, maybe).
+    pub interval_us: u64,
+    /// How far ahead the next free slot is.
+    pub next_free: Duration,
+    /// The window budget in force (configured, learned, or a growing guess) and how many
+    /// releases of every replica it counts now.
+    pub window_budget: u32,
+    pub window_used: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +105,9 @@ pub struct RedisBudgets {
     /// Names this replica's queue-depth report in Redis.
     replica: String,
     degraded: AtomicBool,
+    /// Counts switches between Redis and the local share: a key that last saw another value
+    /// starts its next share as spent ([`RedisBudgets::epoch`]).
+    transitions: std::sync::atomic::AtomicU64,
     state: Mutex<Health>,
 }
 
@@ -116,6 +149,7 @@ impl RedisBudgets {
             script: redis::Script::new(SCRIPT),
             replica: format!("{:016x}", fastrand::u64(..)),
             degraded: AtomicBool::new(false),
+            transitions: std::sync::atomic::AtomicU64::new(0),
             state: Mutex::default(),
         });
         metrics::shared_budgets(true);
@@ -132,6 +166,14 @@ impl RedisBudgets {
     /// Whether budgets are shared now (else this replica uses its local share).
     pub fn is_connected(&self) -> bool {
         !self.degraded.load(Ordering::Relaxed)
+    }
+
+    /// Changes at every switch between Redis and the local share. Whatever a replica sends on
+    /// one side is not counted on the other, so after a switch each key starts as if its burst
+    /// were spent: the local share at once, Redis at the key's first reservation (no burst on
+    /// top of what the other side just sent, at the fail-over or the return).
+    pub fn epoch(&self) -> u64 {
+        self.transitions.load(Ordering::Relaxed)
     }
 
     pub fn local_share(&self) -> f64 {
@@ -164,22 +206,23 @@ impl RedisBudgets {
 
     /// Takes the earliest slot every key allows. `waiting`: requests still waiting on this
     /// replica after the one this slot is for.
+    /// `resume`: this replica worked on its local share since its last reservation of these
+    /// keys: Redis starts them as if their burst were spent.
     pub async fn reserve(
         self: &Arc<Self>,
         keys: &[KeySpec],
         waiting: usize,
+        resume: bool,
     ) -> Result<Reservation, RedisCallError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg("reserve")
             .arg("")
             .arg(KEY_TTL.as_millis() as u64)
             .arg(&self.replica)
-            .arg(waiting as u64);
+            .arg(waiting as u64)
+            .arg(if resume { "1" } else { "0" });
         for k in keys {
-            inv.key(&*k.key)
-                .arg(k.interval_us)
-                .arg(k.tolerance_us)
-                .arg(if k.changed { "1" } else { "0" });
+            k.args(&mut inv);
         }
         let reply: Vec<i64> = self
             .call("reserve", inv.invoke_async(&mut self.conn.clone()))
@@ -187,33 +230,47 @@ impl RedisBudgets {
         parse_reservation(&reply, keys.len())
     }
 
-    /// Notion pushed back: pause the keys for `retry_after` on every replica.
+    /// Notion pushed back: pause the keys for `retry_after` on every replica; `learn`: the 429
+    /// named these keys' window limit, which learns its budget from the releases Redis
+    /// counted. Returns each key's window budget in force afterwards.
     pub async fn pause(
         self: &Arc<Self>,
         keys: &[KeySpec],
         retry_after: Duration,
-    ) -> Result<(), RedisCallError> {
+        learn: bool,
+    ) -> Result<Vec<u32>, RedisCallError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg("pause")
             .arg("")
             .arg(KEY_TTL.as_millis() as u64)
-            .arg(retry_after.as_micros() as u64);
+            .arg(retry_after.as_micros() as u64)
+            .arg(if learn { "1" } else { "0" });
         for k in keys {
-            inv.key(&*k.key)
-                .arg(k.interval_us)
-                .arg(k.tolerance_us)
-                .arg(if k.changed { "1" } else { "0" });
+            k.args(&mut inv);
         }
-        let _: Vec<i64> = self
+        let reply: Vec<i64> = self
             .call("pause", inv.invoke_async(&mut self.conn.clone()))
             .await?;
-        Ok(())
+        if reply.len() != 1 + keys.len() {
+            return Err(RedisCallError::Malformed);
+        }
+        Ok(reply[1..]
+            .iter()
+            .map(|b| u32::try_from(*b).unwrap_or(u32::MAX))
+            .collect())
     }
 
-    /// Gives back a reserved slot nobody took.
-    pub async fn refund(self: &Arc<Self>, keys: &[KeySpec]) -> Result<(), RedisCallError> {
+    /// Gives back the reserved `slot` nobody took.
+    pub async fn refund(
+        self: &Arc<Self>,
+        keys: &[KeySpec],
+        slot: u64,
+    ) -> Result<(), RedisCallError> {
         let mut inv = self.script.prepare_invoke();
-        inv.arg("refund").arg("").arg(KEY_TTL.as_millis() as u64);
+        inv.arg("refund")
+            .arg("")
+            .arg(KEY_TTL.as_millis() as u64)
+            .arg(slot);
         for k in keys {
             inv.key(&*k.key).arg(k.interval_us);
         }
@@ -261,6 +318,7 @@ impl RedisBudgets {
         let mut h = self.lock();
         h.last_error = Some(e.to_string());
         if !self.degraded.swap(true, Ordering::Relaxed) {
+            self.transitions.fetch_add(1, Ordering::Relaxed);
             h.since = Some(Instant::now());
             metrics::shared_budgets(false);
             tracing::warn!(
@@ -302,6 +360,7 @@ async fn probe(shared: std::sync::Weak<RedisBudgets>) {
                 h.probing = false;
                 let down_for = h.since.take().map(|t| t.elapsed());
                 s.degraded.store(false, Ordering::Relaxed);
+                s.transitions.fetch_add(1, Ordering::Relaxed);
                 metrics::shared_budgets(true);
                 tracing::info!(
                     redis = %redact_userinfo(&s.cfg.redis_url),
@@ -316,16 +375,23 @@ async fn probe(shared: std::sync::Weak<RedisBudgets>) {
 }
 
 fn parse_reservation(reply: &[i64], keys: usize) -> Result<Reservation, RedisCallError> {
-    if reply.len() != 3 + 2 * keys || reply[0] != 1 {
+    if reply.len() != 4 + 4 * keys || reply[0] != 1 {
         return Err(RedisCallError::Malformed);
     }
     let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
+    let count = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
     Ok(Reservation {
         wait: micros(reply[1]),
-        others_waiting: u32::try_from(reply[2].max(0)).unwrap_or(u32::MAX),
-        keys: reply[3..]
-            .chunks(2)
-            .map(|c| (c[0].max(1) as u64, micros(c[1])))
+        others_waiting: count(reply[2]),
+        slot: reply[3].max(0) as u64,
+        keys: reply[4..]
+            .chunks(4)
+            .map(|c| RemoteKey {
+                interval_us: c[0].max(1) as u64,
+                next_free: micros(c[1]),
+                window_budget: count(c[2]),
+                window_used: count(c[3]),
+            })
             .collect(),
     })
 }

@@ -8,6 +8,8 @@ each round and each target runs the closed-loop load generator (examples/loadgen
   direct    the upstream itself (the baseline every ratio divides by)
   gateway   notion-gateway with its defaults, except a budget high enough that the shaper
             admits every request at once (this measures the proxy, not Notion's 3 req/s)
+  gw-tN     the same with server.worker_threads = N, for each N of --threads (default 2 and
+            0 = one per core; the default is 1, which is `gateway`)
   bare      the simplest hyper reverse proxy (examples/bare_proxy.rs): the stack's own floor
   nginx     nginx as a keep-alive reverse proxy with retries on 502/503/504, when installed
 
@@ -15,7 +17,7 @@ Targets alternate within each round, and the figures are medians over the rounds
 this machine is shared and its speed drifts. Every run must answer 200 to every request.
 
     cargo build --release --bins --examples
-    python3 bench/load.py [--rounds 3] [--seconds 5] [--connections 32]
+    python3 bench/load.py [--rounds 3] [--seconds 5] [--connections 32] [--threads 2,0]
 """
 import argparse
 import json
@@ -64,6 +66,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--no-nginx", action="store_true", help="leave nginx out even if installed")
+    ap.add_argument("--threads", default="2,0",
+                    help="server.worker_threads values to compare with the default (\"\": none)")
     a = ap.parse_args()
 
     require_built("notion-gateway", "examples/loadgen", "examples/static_upstream",
@@ -76,13 +80,21 @@ def main():
     try:
         wait_listening(up_port, upstream)
         targets = {"direct": up_port}
-        unpaced = {"NOTION_GATEWAY_LIMITS__RATE": "1000000",
+        unpaced = {"NOTION_GATEWAY_LIMITS__PER_MINUTE": "100000000",
+                   "NOTION_GATEWAY_LIMITS__RATE": "1000000",
                    "NOTION_GATEWAY_LIMITS__BURST": "1000000"}
         port = free_port()
         procs.append(start([str(RELEASE / "notion-gateway"), "--listen", f"127.0.0.1:{port}",
                             "--upstream", f"http://127.0.0.1:{up_port}"], unpaced))
         wait_listening(port, procs[-1])
         targets["gateway"] = port
+        for n in [t.strip() for t in a.threads.split(",") if t.strip()]:
+            port = free_port()
+            procs.append(start([str(RELEASE / "notion-gateway"), "--listen", f"127.0.0.1:{port}",
+                                "--upstream", f"http://127.0.0.1:{up_port}"],
+                               {**unpaced, "NOTION_GATEWAY_SERVER__WORKER_THREADS": n}))
+            wait_listening(port, procs[-1])
+            targets[f"gw-t{n}"] = port
         port = free_port()
         procs.append(start([str(RELEASE / "examples/bare_proxy"), f"127.0.0.1:{port}",
                             f"http://127.0.0.1:{up_port}"]))

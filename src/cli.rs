@@ -1,4 +1,4 @@
-//! The `notion-gateway` command line (PRODUCT.md P6).
+//! The `notion-gateway` command line (docs/behaviour.md §6).
 //!
 //! `notion-gateway` alone is `notion-gateway serve` with the embedded defaults: it listens on
 //! `127.0.0.1:8787` and forwards to `https://api.notion.com`. Flags override every other source.
@@ -13,7 +13,8 @@ use crate::config::Overrides;
 #[command(
     name = "notion-gateway",
     version,
-    about = "A rate-limiting reverse proxy for the Notion API"
+    about = "A rate-limiting reverse proxy for the Notion API",
+    after_help = ENV_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,6 +22,15 @@ pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
 }
+
+/// Shown after `--help`: the configuration layers besides the flags.
+const ENV_HELP: &str = "\
+Configuration: embedded defaults < --config FILE < NOTION_GATEWAY_* environment variables < flags.
+Every key of the file can be set from the environment: NOTION_GATEWAY_<SECTION>__<KEY>, e.g.
+  NOTION_GATEWAY_SERVER__LISTEN=0.0.0.0:8787  NOTION_GATEWAY_LIMITS__RATE=2.5
+  NOTION_GATEWAY_UPSTREAM__URL=https://api.notion.com  NOTION_GATEWAY_LOG__FILE=/var/log/ngw.jsonl
+NOTION_GATEWAY_CONFIG names the file (as --config does). `notion-gateway check-config` prints the
+effective values; config/notion-gateway.toml documents every key.";
 
 #[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -34,6 +44,24 @@ pub enum Command {
     /// Exit 0 if the gateway on server.listen answers /healthz (for container health checks;
     /// needs no curl or shell).
     Healthcheck,
+    /// Error analysis of the gateway's JSON request log (log.file): errors by status, by hour
+    /// and by request size, the peak error hour, slowest routes, retries, and Notion request
+    /// ids of failures.
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args, Clone, PartialEq, Eq)]
+pub struct ReportArgs {
+    /// Log files to read in order (a rotated one first), `-` for standard input
+    /// [default: the configured log.file].
+    #[arg(value_name = "LOG_FILE")]
+    pub files: Vec<PathBuf>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// How many slow routes and failed requests to list.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
 }
 
 #[derive(Debug, Args, Clone, PartialEq, Eq)]
@@ -47,6 +75,15 @@ pub struct DoctorArgs {
     /// One JSON object instead of text lines.
     #[arg(long)]
     pub json: bool,
+    /// Notion's public status API (Atlassian Statuspage), asked whether Notion reports an
+    /// incident; "" skips the step.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NOTION_STATUS_URL",
+        default_value = crate::doctor::NOTION_STATUS_URL
+    )]
+    pub status_url: String,
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,16 @@
 //! `notion-gateway doctor`: the checklist a person follows when Notion calls fail, run in one
-//! command (PRODUCT.md P6).
+//! command (docs/behaviour.md §6).
 //!
 //! Each step is one line, PASS, FAIL or SKIP, with the fix to try when it fails. The steps use
 //! the gateway's own configuration and upstream client ([`crate::upstream::Upstream`]), so
 //! they see exactly the proxy, CA bundle and timeouts the gateway would. The token is read by
 //! the caller (an environment variable), sent only to the configured upstream, and never
 //! printed.
+//!
+//! The steps against the upstream stop where the next cannot mean anything (no TLS verdict
+//! without a connection); Notion's own status page, Redis and the local gateway are asked in
+//! any case, since they answer different questions ("is Notion having an incident?", "is the
+//! gateway here running?").
 
 use std::time::Duration;
 
@@ -115,8 +120,30 @@ impl Steps {
     }
 }
 
-/// Runs every step. `config` is the result of loading the configuration as `serve` would.
+/// Notion's public status page API. The status page is hosted on Atlassian Statuspage's
+/// API shape: `GET /api/v2/status.json` answers
+/// `{"status": {"indicator": "none"|"minor"|"major"|"critical"|"maintenance", "description": ...}}`
+/// (https://www.notion-status.com, linked from https://status.notion.so; the v2 API is
+/// described at https://metastatuspage.com/api and used by status aggregators for
+/// https://www.notion-status.com/api/v2/summary.json).
+pub const NOTION_STATUS_URL: &str = "https://www.notion-status.com/api/v2/status.json";
+
+/// Longest wait for Notion's status page: it is a hint, not a verdict on this machine.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs every step except Notion's status page. `config` is the result of loading the
+/// configuration as `serve` would.
 pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
+    run_with_status_page(config, opts, None).await
+}
+
+/// Runs every step, asking `status_url` (normally [`NOTION_STATUS_URL`]) whether Notion
+/// reports an incident; `None` or `""` skips that step.
+pub async fn run_with_status_page(
+    config: Result<Config, ConfigError>,
+    opts: Options,
+    status_url: Option<&str>,
+) -> Report {
     let mut s = Steps(Vec::new());
     let cfg = match config {
         Ok(c) => {
@@ -132,6 +159,22 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
             return Report { checks: s.0 };
         }
     };
+    upstream_steps(&mut s, &cfg, &opts).await;
+    match status_url.filter(|u| !u.trim().is_empty()) {
+        None => s.skip("notion-status", "not asked (--status-url \"\")"),
+        Some(url) => check_notion_status(&mut s, &cfg, url.trim()).await,
+    }
+    check_redis(&mut s, &cfg).await;
+    match &opts.gateway {
+        None => s.skip("gateway", "no running gateway to ask"),
+        Some(url) => check_gateway(&mut s, url).await,
+    }
+    Report { checks: s.0 }
+}
+
+/// Proxy, DNS, TCP, TLS, clock, token and Notion-Version, in that order, stopping at the
+/// first step the others depend on.
+async fn upstream_steps(s: &mut Steps, cfg: &Config, opts: &Options) {
     let base = cfg.upstream.base.to_string();
     let base = base.trim_end_matches('/');
 
@@ -172,7 +215,7 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
                     format!("cannot resolve {host}: {e}"),
                     "check the machine's DNS (resolv.conf) or set upstream.proxy if the network only allows a proxy",
                 );
-                return Report { checks: s.0 };
+                return;
             }
             Err(_) => {
                 s.fail(
@@ -180,7 +223,7 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
                     format!("resolving {host} took longer than {STEP_TIMEOUT:?}"),
                     "check the machine's DNS servers",
                 );
-                return Report { checks: s.0 };
+                return;
             }
         }
     }
@@ -193,14 +236,14 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
                 format!("cannot build the upstream client: {e}"),
                 "check upstream.ca_bundle",
             );
-            return Report { checks: s.0 };
+            return;
         }
     };
     let tls = cfg.upstream.base.scheme_str() != Some("http");
 
     // One request without credentials proves TCP (and the proxy tunnel) and TLS: Notion
     // answers it 401 without doing any work.
-    let anonymous = get_me(&upstream, &cfg, None).await;
+    let anonymous = get_me(&upstream, cfg, None).await;
     let date = match &anonymous {
         Ok((status, headers, _)) => {
             s.pass("connect", format!("TCP connection to {base} established"));
@@ -222,7 +265,7 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
                 format!("TLS handshake failed: {detail}"),
                 "a network that inspects TLS needs its CA in upstream.ca_bundle (PEM); otherwise check the system clock and the upstream URL",
             );
-            return Report { checks: s.0 };
+            return;
         }
         Err(e) => {
             s.fail(
@@ -233,7 +276,7 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
             if tls {
                 s.skip("tls", "no connection");
             }
-            return Report { checks: s.0 };
+            return;
         }
     };
 
@@ -275,7 +318,7 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
             );
             s.skip("notion-version", "needs a token");
         }
-        Some(token) => match get_me(&upstream, &cfg, Some(token)).await {
+        Some(token) => match get_me(&upstream, cfg, Some(token)).await {
             Ok((status, _, body)) if status.is_success() => {
                 let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
                 let name = v["name"].as_str().unwrap_or("(unnamed)");
@@ -334,13 +377,6 @@ pub async fn run(config: Result<Config, ConfigError>, opts: Options) -> Report {
             }
         },
     }
-
-    check_redis(&mut s, &cfg).await;
-    match &opts.gateway {
-        None => s.skip("gateway", "no running gateway to ask"),
-        Some(url) => check_gateway(&mut s, url).await,
-    }
-    Report { checks: s.0 }
 }
 
 /// With `limits.backend = "redis"`: Redis answers, and takes the budget script.
@@ -377,6 +413,82 @@ async fn check_redis(s: &mut Steps, cfg: &Config) {
             "redis",
             format!("{url} answers PING but refused the budget script: {e}"),
             "Redis 5 or later with scripting allowed (EVAL, SCRIPT LOAD) for this user",
+        ),
+    }
+}
+
+/// Notion's status page: PASS when it reports no incident, FAIL naming the incident, SKIP when
+/// it cannot be asked (no internet, a proxy that blocks it): its absence says nothing about
+/// this machine's path to the API. Asked through the same proxy and CA bundle as the upstream.
+async fn check_notion_status(s: &mut Steps, cfg: &Config, url: &str) {
+    let step = "notion-status";
+    let uri: http::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return s.skip(step, &format!("{url} is not a URL: {e}")),
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return s.skip(step, &format!("{url} is not an http(s) URL"));
+    };
+    let base = match format!("{scheme}://{authority}/").parse() {
+        Ok(b) => b,
+        Err(e) => return s.skip(step, &format!("{url}: {e}")),
+    };
+    let mut up_cfg = cfg.upstream.clone();
+    up_cfg.base = base;
+    up_cfg.connect_timeout = up_cfg.connect_timeout.min(STATUS_TIMEOUT);
+    let client = match Upstream::new(&up_cfg) {
+        Ok(c) => c,
+        Err(e) => return s.skip(step, &format!("cannot build a client for {url}: {e}")),
+    };
+    let fetch = async {
+        let target = client.uri_for(uri.path_and_query())?;
+        let mut req = Request::new(RequestBody::Replayable(None));
+        *req.uri_mut() = target;
+        req.headers_mut().insert(header::HOST, client.host.clone());
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        let resp = client.send(req).await?;
+        let status = resp.status();
+        let body = http_body_util::Limited::new(resp.into_body(), 256 * 1024)
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        Ok::<_, GatewayError>((status, body))
+    };
+    let (status, body) = match tokio::time::timeout(STATUS_TIMEOUT, fetch).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return s.skip(step, &format!("{url} unreachable: {e}")),
+        Err(_) => {
+            return s.skip(
+                step,
+                &format!("{url} did not answer within {}s", STATUS_TIMEOUT.as_secs()),
+            )
+        }
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let indicator = v.pointer("/status/indicator").and_then(|i| i.as_str());
+    let description = v
+        .pointer("/status/description")
+        .and_then(|d| d.as_str())
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect::<String>();
+    let page = v
+        .pointer("/page/url")
+        .and_then(|u| u.as_str())
+        .filter(|u| u.starts_with("https://") && u.len() < 200 && !u.contains(char::is_whitespace))
+        .unwrap_or("https://www.notion-status.com");
+    match indicator {
+        _ if !status.is_success() => s.skip(step, &format!("{url} answered {status}")),
+        None => s.skip(step, &format!("{url} did not answer in the status page's shape")),
+        Some("none") => s.pass(step, format!("Notion reports no incident: {description}")),
+        Some(level) => s.fail(
+            step,
+            format!("Notion reports an incident ({}): {description}", level.chars().filter(char::is_ascii_alphanumeric).take(20).collect::<String>()),
+            &format!("failures may be Notion's, not yours: follow {page}; the gateway retries what is safe meanwhile"),
         ),
     }
 }

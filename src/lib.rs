@@ -2,7 +2,7 @@
 //!
 //! Callers change only their client's base URL; the gateway forwards `/v1/*` to Notion
 //! unchanged and streaming, with sane timeouts and Notion-shaped errors of its own. The
-//! contract is `PRODUCT.md` (P0–P7); `ARCHITECTURE.md` has the bird's-eye view.
+//! contract is `docs/behaviour.md` (§0–§8); `ARCHITECTURE.md` has the bird's-eye view.
 //!
 //! # Layout
 //!
@@ -27,6 +27,7 @@
 //! * [`metrics`]: metric names and the calls that record them.
 //! * [`cli`]: the command line of the `notion-gateway` binary.
 //! * [`doctor`]: `notion-gateway doctor`, the checklist for failing Notion calls.
+//! * [`report`]: `notion-gateway report`, the error analysis of a request log.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -43,6 +44,7 @@ pub mod identity;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
+pub mod report;
 pub mod request_id;
 pub mod retry;
 pub mod server;

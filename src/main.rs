@@ -24,13 +24,60 @@ fn main() -> ExitCode {
     };
     match cli.command.clone().unwrap_or(Command::Serve) {
         Command::CheckConfig => {
+            for w in &loaded.warnings {
+                eprintln!("notion-gateway: warning: {w}");
+            }
             print!("{}", loaded.to_redacted_toml());
             ExitCode::SUCCESS
         }
-        Command::Serve => serve(loaded.config),
+        Command::Serve => serve(loaded.config, &loaded.warnings),
         Command::Doctor(_) => ExitCode::from(2), // handled above
         Command::Healthcheck => healthcheck(loaded.config.server.listen),
+        Command::Report(args) => report(&args, loaded.config.log.file.as_deref()),
     }
+}
+
+/// `notion-gateway report`: reads the log files given, or the configured `log.file`.
+fn report(
+    args: &notion_gateway::cli::ReportArgs,
+    configured: Option<&std::path::Path>,
+) -> ExitCode {
+    let files: Vec<std::path::PathBuf> = if args.files.is_empty() {
+        match configured {
+            Some(f) => vec![f.to_path_buf()],
+            None => {
+                eprintln!(
+                    "notion-gateway report: no log file given and log.file is not set \
+                     (notion-gateway report /var/log/notion-gateway/requests.jsonl)"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        args.files.clone()
+    };
+    let mut analysis = notion_gateway::report::Analysis::new(args.top);
+    for f in &files {
+        let result = if f.as_os_str() == "-" {
+            analysis.read(std::io::stdin().lock(), "standard input")
+        } else {
+            std::fs::File::open(f).and_then(|file| analysis.read(file, &f.display().to_string()))
+        };
+        if let Err(e) = result {
+            eprintln!("notion-gateway report: {}: {e}", f.display());
+            return ExitCode::from(2);
+        }
+    }
+    let report = analysis.finish();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.to_text());
+    }
+    ExitCode::SUCCESS
 }
 
 fn healthcheck(listen: std::net::SocketAddr) -> ExitCode {
@@ -62,9 +109,10 @@ fn doctor(
     let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
-    let report = runtime.block_on(notion_gateway::doctor::run(
+    let report = runtime.block_on(notion_gateway::doctor::run_with_status_page(
         config,
         notion_gateway::doctor::Options { token, gateway },
+        Some(&args.status_url),
     ));
     if args.json {
         println!(
@@ -81,9 +129,24 @@ fn doctor(
     }
 }
 
-fn serve(config: notion_gateway::Config) -> ExitCode {
+fn serve(config: notion_gateway::Config, warnings: &[String]) -> ExitCode {
     let _log_guard = telemetry::init(&config.log);
-    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    // server.worker_threads (0 was resolved to one per core when the configuration was
+    // validated): 1 is tokio's current-thread runtime, serving on this thread; more is the
+    // work-stealing runtime with that many workers (docs/decisions.md, "Performance choices").
+    let threads = config.server.worker_threads.max(1);
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.thread_name(WORKER_THREAD_NAME);
+    let Some(runtime) = runtime(&mut builder) else {
         return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
@@ -106,6 +169,10 @@ fn serve(config: notion_gateway::Config) -> ExitCode {
         }
     })
 }
+
+/// Name of the runtime's threads (workers, and blocking-pool threads when there are any), as
+/// `/proc/<pid>/task/*/comm` shows it (at most 15 bytes).
+const WORKER_THREAD_NAME: &str = "ngw-worker";
 
 /// The async runtime, or `None` after saying why it could not start.
 fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {

@@ -66,12 +66,30 @@ fn promtool_accepts_the_prometheus_config_and_alert_rules() {
     assert!(text.contains("alerts.yml"), "rule file checked too: {text}");
 }
 
-/// Every panel of the shipped dashboard: its title and its PromQL expressions.
-fn dashboard_panels() -> Vec<(String, Vec<String>)> {
+fn dashboard() -> serde_json::Value {
     let path = Path::new(ROOT).join("config/grafana/dashboards/notion-gateway.json");
-    let d: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    d["panels"]
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// What Grafana puts in place of the dashboard's variables: every gateway and integration
+/// ("All"), and a one-hour step and range.
+fn substitute(expr: &str) -> String {
+    let out = expr
+        .replace("$instance", ".*")
+        .replace("$integration", ".*")
+        .replace("$__interval", "1h")
+        .replace("$__range", "1h");
+    assert!(
+        !out.contains('$'),
+        "a variable the test does not know: {expr}"
+    );
+    out
+}
+
+/// Every panel of the shipped dashboard: its title and its PromQL expressions, variables
+/// substituted as Grafana would.
+fn dashboard_panels() -> Vec<(String, Vec<String>)> {
+    dashboard()["panels"]
         .as_array()
         .unwrap()
         .iter()
@@ -80,11 +98,74 @@ fn dashboard_panels() -> Vec<(String, Vec<String>)> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|t| t["expr"].as_str().unwrap().to_owned())
+                .map(|t| substitute(t["expr"].as_str().unwrap()))
                 .collect();
             (p["title"].as_str().unwrap().to_owned(), exprs)
         })
         .collect()
+}
+
+/// Imports into any Grafana (a `DS_PROMETHEUS` input, no hard-coded datasource uid), keeps
+/// working when provisioned (a datasource variable of the same name), filters by gateway and
+/// integration, and shows what the 502 analysis needs: hourly error buckets, errors by request
+/// size as bars over the size buckets, and the shared-budget (Redis) mode.
+#[test]
+fn the_dashboard_imports_anywhere_and_filters_by_gateway_and_integration() {
+    let d = dashboard();
+    assert_eq!(
+        d["__inputs"][0]["name"], "DS_PROMETHEUS",
+        "{}",
+        d["__inputs"]
+    );
+    assert_eq!(d["__inputs"][0]["pluginId"], "prometheus");
+    let vars = d["templating"]["list"].as_array().unwrap();
+    let var = |name: &str| {
+        vars.iter()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("no ${name} variable"))
+    };
+    assert_eq!(var("DS_PROMETHEUS")["type"], "datasource");
+    assert_eq!(var("DS_PROMETHEUS")["query"], "prometheus");
+    assert!(var("instance")["includeAll"].as_bool().unwrap());
+    assert!(var("integration")["includeAll"].as_bool().unwrap());
+    let text = serde_json::to_string(&d).unwrap();
+    assert!(
+        !text.contains(r#""uid":"prometheus""#),
+        "no hard-coded datasource uid"
+    );
+    let panels = d["panels"].as_array().unwrap();
+    for p in panels {
+        let title = p["title"].as_str().unwrap();
+        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            let e = t["expr"].as_str().unwrap();
+            assert!(e.contains(r#"instance=~"$instance""#), "{title}: {e}");
+            if e.contains("integration") && !e.contains("shared_budgets") {
+                assert!(e.contains(r#"integration=~"$integration""#), "{title}: {e}");
+            }
+        }
+    }
+    let find = |needle: &str| {
+        panels
+            .iter()
+            .find(|p| p["title"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no panel titled ...{needle}..."))
+    };
+    let hourly = find("Errors per hour");
+    assert_eq!(hourly["interval"], "1h");
+    assert!(hourly["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .contains("[$__interval]"));
+    let by_size = find("Failed requests by request size");
+    assert_eq!(by_size["type"], "bargauge");
+    assert_eq!(by_size["targets"][0]["format"], "heatmap");
+    let redis = find("Redis");
+    assert!(redis["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .contains("notion_gateway_shared_budgets"));
 }
 
 /// The `expr` of every alert rule.

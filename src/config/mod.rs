@@ -262,6 +262,8 @@ pub struct Loaded {
     pub config: Config,
     /// Where the effective proxy came from, for `check-config`.
     pub proxy_origin: String,
+    /// Problems that do not stop the gateway (an integration whose `token_env` is empty).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,10 +305,23 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
         (Some(_), Some(_)) => origin(&figment, "upstream.proxy"),
         (None, Some(_)) => "the HTTPS_PROXY/HTTP_PROXY/ALL_PROXY environment variables".to_string(),
     };
+    let warnings = raw
+        .integrations
+        .iter()
+        .filter_map(|i| {
+            let var = i.token_env.as_ref()?;
+            process_env(var).filter(|t| t.trim().is_empty())?;
+            Some(format!(
+                "integration `{}` left out: environment variable {var} (its token_env) is empty",
+                i.name
+            ))
+        })
+        .collect();
     Ok(Loaded {
         raw,
         config,
         proxy_origin,
+        warnings,
     })
 }
 
@@ -348,10 +363,19 @@ fn surface_error(err: figment::Error) -> ConfigError {
                 .as_ref()
                 .map(|m| describe(m, &e.path))
                 .unwrap_or_else(|| "an unknown source".into());
+            // figment wraps its list of fields in a second pair of backticks
+            // ("expected `one of `a`, `b``"); say it plainly.
+            let kind = match &e.kind {
+                figment::error::Kind::UnknownField(found, expected) => {
+                    let known: Vec<String> = expected.iter().map(|k| format!("`{k}`")).collect();
+                    format!("unknown key `{found}`; known keys: {}", known.join(", "))
+                }
+                other => other.to_string(),
+            };
             if key.is_empty() {
-                format!("{} (from {from})", e.kind)
+                format!("{kind} (from {from})")
             } else {
-                format!("`{key}`: {} (from {from})", e.kind)
+                format!("`{key}`: {kind} (from {from})")
             }
         })
         .collect();
@@ -709,9 +733,13 @@ fn validate_limits(
         let digest = match (&i.token_sha256, &i.token_env) {
             (Some(hex), None) => parse_sha256(hex).map_err(problem)?,
             (None, Some(var)) => {
-                let token = env(var)
-                    .filter(|t| !t.trim().is_empty())
-                    .ok_or_else(|| problem(format!("environment variable {var} is not set")))?;
+                let token = match env(var) {
+                    None => return Err(problem(format!("environment variable {var} is not set"))),
+                    // Set but empty (a `.env` left blank): the integration is left out, with a
+                    // warning from `load`, rather than refusing to start (docs/decisions.md).
+                    Some(t) if t.trim().is_empty() => continue,
+                    Some(t) => t,
+                };
                 let token = token.trim();
                 let token = token.strip_prefix("Bearer ").unwrap_or(token);
                 sha2::Sha256::digest(token.as_bytes()).into()

@@ -12,6 +12,7 @@
 //! * [`gateway`]: the state every connection and request shares ([`gateway::Gateway`]).
 //! * [`request_id`]: `x-request-id` values the gateway makes.
 //! * [`proxy`]: the request pipeline, caller → Notion → caller.
+//! * [`path`]: the path guard: dot segments and hidden separators are never forwarded.
 //! * [`catalogue`]: every Notion endpoint, its route label and what a repeat of it would do.
 //! * [`retry`]: which failed attempts go again, backoff, the retry budget.
 //! * [`upstream`]: the only code that talks to Notion (pool, TLS, corporate proxy).
@@ -41,6 +42,7 @@ pub mod headers;
 pub mod identity;
 pub mod limiter;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod request_id;
 pub mod retry;

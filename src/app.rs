@@ -32,6 +32,7 @@ use hyper::body::Incoming;
 use tower::ServiceExt;
 
 use crate::config::Config;
+use crate::connections::Conn;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::headers::{self, REQUEST_ID};
@@ -60,8 +61,8 @@ impl App {
         }
     }
 
-    /// Answers one request from a client at `peer`.
-    pub async fn handle(&self, mut req: Request<Incoming>, peer: IpAddr) -> Response {
+    /// Answers one request from a client at `peer` on connection `conn`.
+    pub async fn handle(&self, mut req: Request<Incoming>, peer: IpAddr, conn: &Conn) -> Response {
         let id = match request_id::callers(req.headers()) {
             Some(v) => v.clone(),
             None => {
@@ -73,11 +74,28 @@ impl App {
             }
         };
         let proxied = proxy::is_proxied(req.uri().path());
-        let mut resp = match check(&self.gw.config, &req, proxied) {
+        // A connection of the probes' reserve takes proxied requests only if it can move into
+        // the data plane now.
+        let checked = check(&self.gw.config, &req, proxied).and_then(|()| {
+            if proxied && !conn.may_proxy() {
+                Err(GatewayError::ConnectionsBusy(
+                    self.gw.config.server.max_connections,
+                ))
+            } else {
+                Ok(())
+            }
+        });
+        let mut resp = match checked {
             Err(err) => {
                 crate::telemetry::log_rejection(&req, &err, &id);
                 crate::metrics::rejection(err.reason());
-                err.to_response(id.to_str().unwrap_or(""))
+                let mut resp = err.to_response(id.to_str().unwrap_or(""));
+                if matches!(err, GatewayError::ConnectionsBusy(_)) {
+                    // Its next request should open a connection of its own.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                resp
             }
             Ok(()) if proxied => proxy::handle(&self.gw, req, peer, &id).await,
             Ok(()) => match self.admin.clone().oneshot(req.map(Body::new)).await {

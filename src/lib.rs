@@ -8,6 +8,7 @@
 //!
 //! * [`config`]: layered configuration (defaults < file < env < flags), validated into [`Config`].
 //! * [`server`]: [`run`] — accept loop, connection timeouts, graceful drain.
+//! * [`connections`]: connection slots: the oldest idle one makes room, a reserve for probes.
 //! * [`app`]: the HTTP surface: routes, and the guard that keeps it from being an open proxy.
 //! * [`gateway`]: the state every connection and request shares ([`gateway::Gateway`]).
 //! * [`request_id`]: `x-request-id` values the gateway makes.
@@ -35,6 +36,7 @@ pub mod body;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod doctor;
 pub mod error;
 pub mod gateway;

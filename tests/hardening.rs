@@ -1,12 +1,14 @@
 //! The gateway in front of strangers (issue 14): paths that could leave `/v1/` or change their
-//! retry class, header tricks. Every request is
-//! raw bytes on a real socket, so nothing between the test and the gateway normalises it.
+//! retry class, header tricks, connection floods. Every request is raw bytes on a real socket,
+//! so nothing between the test and the gateway normalises it.
 
 mod support;
 
 use std::time::Duration;
 
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const ID: &str = "59833787-2cf9-4fdf-8782-e53db20768a5";
@@ -277,4 +279,145 @@ async fn a_hostile_request_id_is_replaced_not_echoed_or_forwarded() {
             );
         }
     }
+}
+
+// ---- Connections (14.3) ----
+
+/// Opens a TCP connection and sends `bytes` (maybe nothing, maybe half a head).
+async fn open(gw: &TestGateway, bytes: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    if !bytes.is_empty() {
+        s.write_all(bytes).await.unwrap();
+    }
+    s
+}
+
+/// Whether the gateway has closed `s` (EOF or reset), waiting at most `within`.
+async fn closed(s: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_and_header_less_connections_cannot_lock_new_clients_out() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.server.max_connections = 4;
+    let gw = TestGateway::start(cfg).await;
+    // Every slot taken: two send nothing, two send half a head (slowloris).
+    let mut idle = Vec::new();
+    for bytes in [&b""[..], b"", b"GET /v1/users/me HTTP/1.1\r\nHo", b"GET /"] {
+        idle.push(open(&gw, bytes).await);
+    }
+    tokio::task::yield_now().await;
+
+    let start = Instant::now();
+    let out = exchange(&gw, &raw_request("GET", "/v1/users/me", "")).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    let (probe, _) = raw_get(gw.addr.port(), "/healthz").await.unwrap();
+    assert_eq!(probe, 200);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "new clients waited {:?}",
+        start.elapsed()
+    );
+    // The oldest idle connection made room for the first client; the probe then found the
+    // first client's slot free. The others are still open.
+    assert!(closed(&mut idle[0], Duration::from_millis(100)).await);
+    for s in &mut idle[1..] {
+        assert!(!closed(s, Duration::from_millis(100)).await);
+    }
+    let m = gw.get("/metrics").await;
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains(r#"notion_gateway_connections_evicted_total{pool="data"}"#),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_least_recently_used_idle_connection_is_closed_first() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.server.max_connections = 2;
+    let gw = TestGateway::start(cfg).await;
+    // `a` connects first but is used after `b` connected: `b` has been idle longer.
+    let mut a = open(&gw, b"").await;
+    let mut b = open(&gw, b"").await;
+    tokio::task::yield_now().await;
+    a.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(a.read(&mut buf).await.unwrap() > 0);
+
+    let out = exchange(&gw, &raw_request("GET", "/v1/users/me", "")).await;
+    assert_eq!(status_of(&out), 200, "{out}");
+    assert!(closed(&mut b, Duration::from_millis(100)).await, "b closed");
+    // `a` is still served on its keep-alive connection.
+    a.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = a.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "a kept"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_probes_are_answered_when_every_connection_is_busy() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.server.max_connections = 3;
+    let gw = TestGateway::start(cfg).await;
+    // Every data-plane connection waits for a Notion that does not answer.
+    let mut busy = Vec::new();
+    for _ in 0..3 {
+        notion.push(Reply::Hang);
+        let mut s = open(&gw, b"").await;
+        s.write_all(raw_request("GET", "/v1/users/me", "").as_bytes())
+            .await
+            .unwrap();
+        busy.push(s);
+    }
+    while notion.received().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let start = Instant::now();
+    for _ in 0..20 {
+        let (probe, body) = raw_get(gw.addr.port(), "/healthz").await.unwrap();
+        assert_eq!(probe, 200, "{body}");
+    }
+    // `/readyz` probes Notion when it knows nothing recent: that probe is one more request.
+    let (ready, _) = raw_get(gw.addr.port(), "/readyz").await.unwrap();
+    assert!(ready == 200 || ready == 503);
+    let sent = notion.received().len();
+    // A proxied request has no connection to run on: a clear 503, not a silent wait.
+    let out = exchange(&gw, &raw_request("GET", "/v1/users/me", "")).await;
+    assert_refused(&out, 503, "service_unavailable", "all connections busy");
+    assert_eq!(header_of(&out, "retry-after"), Some("1"));
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "probes waited {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        notion.received().len(),
+        sent,
+        "the refused request was not sent"
+    );
+
+    // When a data-plane connection frees up, proxied requests go through again.
+    drop(busy.pop());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let out = exchange(&gw, &raw_request("GET", "/v1/users/me", "")).await;
+    assert_eq!(status_of(&out), 200, "{out}");
 }

@@ -1,6 +1,6 @@
 //! The gateway in front of strangers (issue 14): paths that could leave `/v1/` or change their
-//! retry class, header tricks, connection floods. Every request is raw bytes on a real socket,
-//! so nothing between the test and the gateway normalises it.
+//! retry class, header tricks, connection floods, secrets in `check-config`. Requests are raw
+//! bytes on a real socket, so nothing between the test and the gateway normalises them.
 
 mod support;
 
@@ -420,4 +420,34 @@ async fn health_probes_are_answered_when_every_connection_is_busy() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let out = exchange(&gw, &raw_request("GET", "/v1/users/me", "")).await;
     assert_eq!(status_of(&out), 200, "{out}");
+}
+
+// ---- Secrets in check-config (14, smaller findings) ----
+
+#[test]
+fn check_config_redacts_every_redis_password() {
+    let dir = std::env::temp_dir().join(format!("ngw-hardening-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("redis.toml");
+    std::fs::write(
+        &file,
+        "[limits]\nbackend = \"redis\"\nredis_url = \"redis://user:hunter2@127.0.0.1:6379/0?password=s3cret&db=1&PASS=s3cond&Secret=th1rd&p%61ss=f0urth\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_notion-gateway"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env_remove("NOTION_GATEWAY_LIMITS_REDIS_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for secret in ["hunter2", "s3cret", "s3cond", "th1rd", "f0urth"] {
+        assert!(!stdout.contains(secret), "{secret} printed:\n{stdout}");
+        assert!(!stderr.contains(secret), "{secret} printed:\n{stderr}");
+    }
+    // What is not secret stays readable.
+    assert!(stdout.contains("127.0.0.1:6379/0?"), "{stdout}");
+    assert!(stdout.contains("db=1"), "{stdout}");
 }

@@ -22,8 +22,8 @@
 //!   decodes twice.
 //!
 //! What passes is forwarded unchanged; [`normalize`] is the form the catalogue classifies
-//! (every escape decoded except those of `/`, `\` and `%`), so a request cannot choose its
-//! retry class by encoding letters.
+//! (every escape decoded except those of `/`, `\`, `%`, `?` and `#`), so a request cannot
+//! choose its retry class by encoding letters.
 
 /// Why a path is refused, for the error message (`the path has {reason}`).
 pub type Refusal = &'static str;
@@ -59,8 +59,8 @@ pub fn check(path: &str) -> Result<(), Refusal> {
 }
 
 /// The path as the catalogue classifies it: each segment percent-decoded, except the escapes of
-/// `/`, `\` and `%` themselves, which stay encoded (decoding them would change where segments
-/// end). `None` when a segment does not decode (such a path is refused by [`check`]).
+/// `/`, `\`, `%`, `?` and `#`, which stay encoded (decoding them would change where segments or
+/// the path end). `None` when a segment does not decode (such a path is refused by [`check`]).
 pub fn normalize(path: &str) -> Option<String> {
     let mut out = String::with_capacity(path.len());
     for (i, seg) in path.split('/').enumerate() {
@@ -72,6 +72,8 @@ pub fn normalize(path: &str) -> Option<String> {
                 '/' => out.push_str("%2F"),
                 '\\' => out.push_str("%5C"),
                 '%' => out.push_str("%25"),
+                '?' => out.push_str("%3F"),
+                '#' => out.push_str("%23"),
                 c => out.push(c),
             }
         }
@@ -266,6 +268,10 @@ mod tests {
         assert_eq!(
             normalize("/v1/pages/X/properties/%2f7eo%25").as_deref(),
             Some("/v1/pages/X/properties/%2F7eo%25")
+        );
+        assert_eq!(
+            normalize("/v1/users%3F/me%23").as_deref(),
+            Some("/v1/users%3F/me%23")
         );
         assert_eq!(normalize("/v1/%zz"), None);
     }

@@ -422,6 +422,25 @@ async fn health_probes_are_answered_when_every_connection_is_busy() {
     assert_eq!(status_of(&out), 200, "{out}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_drain_does_not_wait_for_clients_that_never_sent_a_request() {
+    let notion = FakeNotion::start().await;
+    let mut gw = TestGateway::start(config_for(&notion)).await;
+    let mut silent = open(&gw, b"").await;
+    let mut half = open(&gw, b"GET /v1/users/me HTTP/1.1\r\nHo").await;
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    gw.begin_shutdown();
+    gw.wait_stopped().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "the drain waited {:?} for connections without a request",
+        start.elapsed()
+    );
+    assert!(closed(&mut silent, Duration::from_millis(100)).await);
+    assert!(closed(&mut half, Duration::from_millis(100)).await);
+}
+
 // ---- Secrets in check-config (14, smaller findings) ----
 
 #[test]

@@ -11,7 +11,8 @@
 //!   connection is closed to make room (counted in `notion_gateway_connections_evicted_total`),
 //!   so idle or slow-header clients can hold the gateway for nobody. Idle is ordered by when
 //!   a connection last became idle (an LRU), kept in a `BTreeMap`, so choosing and updating
-//!   cost O(log n) under a lock held for that long only.
+//!   cost O(log n) under a lock held for that long only: twice per request (start, response
+//!   body handed over), once per connection open and close.
 //! * When all `max_connections` are busy, a new connection is admitted to a reserve of
 //!   [`RESERVE`] slots. A reserve connection is served like any other for the gateway's own
 //!   endpoints (`/healthz`, `/readyz`, and `/status`, `/metrics` on the main listener); a
@@ -30,8 +31,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -64,6 +69,8 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// A connection closed or became idle: the accept loop may be able to admit again.
     changed: Notify,
+    /// Whether the accept loop waits on `changed` (so the request path notifies only then).
+    waiting: AtomicBool,
     max: usize,
     reserve: usize,
 }
@@ -71,30 +78,56 @@ pub struct Registry {
 #[derive(Default)]
 struct Inner {
     next_id: u64,
-    /// Orders idleness: a connection's key in `idle` is the value of this when it last became
-    /// idle.
+    /// Every open connection, to tell them all when draining.
+    all: HashMap<u64, Arc<Slot>>,
+    /// Orders idleness: a connection's key in the idle maps is the value of this when it last
+    /// became idle.
     seq: u64,
     /// Counted connections per pool (connections chosen for closing no longer count).
     data: usize,
     reserve: usize,
-    conns: HashMap<u64, Entry>,
-    idle_data: BTreeMap<u64, u64>,
-    idle_reserve: BTreeMap<u64, u64>,
+    idle_data: BTreeMap<u64, Arc<Slot>>,
+    idle_reserve: BTreeMap<u64, Arc<Slot>>,
 }
 
-struct Entry {
-    pool: Pool,
+/// One connection's state. Changed only under the registry's lock (atomics so that it can be
+/// read without it).
+struct Slot {
+    id: u64,
+    /// `true` once it moved from the reserve into the data plane (or started there).
+    data: AtomicBool,
     /// Requests in progress (0 or 1 with HTTP/1; a counter so an overlap cannot underflow).
-    busy: u32,
-    /// Key in the pool's idle map while idle.
-    idle_key: Option<u64>,
-    served_any: bool,
-    evicted: bool,
-    evict: Arc<Notify>,
+    busy: AtomicU32,
+    /// Key in its pool's idle map while idle, 0 otherwise.
+    idle_key: AtomicU64,
+    served_any: AtomicBool,
+    /// Chosen for closing to admit another: no longer counted.
+    evicted: AtomicBool,
+    /// Should close (evicted, or draining); wakes the connection's task. An atomic waker, not a
+    /// `Notify`: the task polls it at every wake-up, and this costs no lock.
+    close: AtomicBool,
+    close_waker: AtomicWaker,
+}
+
+impl Slot {
+    fn signal_close(&self) {
+        self.close.store(true, SeqCst);
+        self.close_waker.wake();
+    }
+}
+
+impl Slot {
+    fn pool(&self) -> Pool {
+        if self.data.load(Relaxed) {
+            Pool::Data
+        } else {
+            Pool::Reserve
+        }
+    }
 }
 
 impl Inner {
-    fn idle_map(&mut self, pool: Pool) -> &mut BTreeMap<u64, u64> {
+    fn idle_map(&mut self, pool: Pool) -> &mut BTreeMap<u64, Arc<Slot>> {
         match pool {
             Pool::Data => &mut self.idle_data,
             Pool::Reserve => &mut self.idle_reserve,
@@ -108,63 +141,52 @@ impl Inner {
         }
     }
 
-    fn mark_idle(&mut self, id: u64) {
-        self.seq += 1;
-        let seq = self.seq;
-        let Some(e) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if e.evicted {
+    fn mark_idle(&mut self, slot: &Arc<Slot>) {
+        if slot.evicted.load(Relaxed) {
             return;
         }
-        e.idle_key = Some(seq);
-        let pool = e.pool;
-        self.idle_map(pool).insert(seq, id);
+        self.seq += 1;
+        slot.idle_key.store(self.seq, Relaxed);
+        let seq = self.seq;
+        self.idle_map(slot.pool()).insert(seq, slot.clone());
     }
 
-    fn unmark_idle(&mut self, id: u64) {
-        let Some(e) = self.conns.get_mut(&id) else {
-            return;
-        };
-        if let Some(k) = e.idle_key.take() {
-            let pool = e.pool;
-            self.idle_map(pool).remove(&k);
+    fn unmark_idle(&mut self, slot: &Slot) {
+        let k = slot.idle_key.swap(0, Relaxed);
+        if k != 0 {
+            self.idle_map(slot.pool()).remove(&k);
         }
     }
 
     /// Closes the oldest idle connection of `pool`, if there is one; its slot is free at once.
     fn evict_oldest(&mut self, pool: Pool) -> bool {
-        let Some((_, id)) = self.idle_map(pool).pop_first() else {
+        let Some((_, victim)) = self.idle_map(pool).pop_first() else {
             return false;
         };
-        if let Some(e) = self.conns.get_mut(&id) {
-            e.idle_key = None;
-            e.evicted = true;
-            e.evict.notify_one();
-        }
+        victim.idle_key.store(0, Relaxed);
+        victim.evicted.store(true, Relaxed);
+        victim.signal_close();
         *self.count(pool) -= 1;
         crate::metrics::connection_evicted(pool.label());
         true
     }
 
-    fn add(&mut self, pool: Pool) -> (u64, Arc<Notify>) {
+    fn add(&mut self, pool: Pool) -> Arc<Slot> {
         self.next_id += 1;
-        let id = self.next_id;
-        let evict = Arc::new(Notify::new());
-        self.conns.insert(
-            id,
-            Entry {
-                pool,
-                busy: 0,
-                idle_key: None,
-                served_any: false,
-                evicted: false,
-                evict: evict.clone(),
-            },
-        );
+        let slot = Arc::new(Slot {
+            id: self.next_id,
+            data: AtomicBool::new(pool == Pool::Data),
+            busy: AtomicU32::new(0),
+            idle_key: AtomicU64::new(0),
+            served_any: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            close: AtomicBool::new(false),
+            close_waker: AtomicWaker::new(),
+        });
+        self.all.insert(slot.id, slot.clone());
         *self.count(pool) += 1;
-        self.mark_idle(id);
-        (id, evict)
+        self.mark_idle(&slot);
+        slot
     }
 }
 
@@ -173,6 +195,7 @@ impl Registry {
         Arc::new(Self {
             inner: Mutex::new(Inner::default()),
             changed: Notify::new(),
+            waiting: AtomicBool::new(false),
             max,
             reserve,
         })
@@ -181,6 +204,13 @@ impl Registry {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // Nothing panics while holding it; a poisoned lock still holds consistent counts.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes the accept loop if it waits for a slot.
+    fn changed(&self) {
+        if self.waiting.load(SeqCst) {
+            self.changed.notify_waiters();
+        }
     }
 
     /// A slot for a connection just accepted, closing the oldest idle connection if that is what
@@ -194,11 +224,10 @@ impl Registry {
         } else {
             return None;
         };
-        let (id, evict) = s.add(pool);
+        let slot = s.add(pool);
         Some(Conn {
             registry: self.clone(),
-            id,
-            evict,
+            slot,
         })
     }
 
@@ -208,10 +237,21 @@ impl Registry {
             let changed = self.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            // Set before looking, so a change after the look notifies (the lock orders them).
+            self.waiting.store(true, SeqCst);
             if let Some(c) = self.admit() {
+                self.waiting.store(false, SeqCst);
                 return c;
             }
             changed.await;
+        }
+    }
+
+    /// Asks every open connection to close (draining): at once when idle, after its request
+    /// otherwise.
+    pub fn close_all(&self) {
+        for slot in self.lock().all.values() {
+            slot.signal_close();
         }
     }
 
@@ -229,8 +269,7 @@ impl Registry {
 /// One accepted connection's slot; dropping it frees the slot.
 pub struct Conn {
     registry: Arc<Registry>,
-    id: u64,
-    evict: Arc<Notify>,
+    slot: Arc<Slot>,
 }
 
 impl Conn {
@@ -238,11 +277,10 @@ impl Conn {
     /// with the response body).
     pub fn begin(self: &Arc<Self>) -> Busy {
         let mut s = self.registry.lock();
-        s.unmark_idle(self.id);
-        if let Some(e) = s.conns.get_mut(&self.id) {
-            e.busy += 1;
-            e.served_any = true;
-        }
+        s.unmark_idle(&self.slot);
+        self.slot.busy.fetch_add(1, Relaxed);
+        self.slot.served_any.store(true, Relaxed);
+        drop(s);
         Busy(Some(self.clone()))
     }
 
@@ -250,61 +288,61 @@ impl Conn {
     /// connection; on a reserve one only if it can move into the data plane now (a free slot,
     /// or the oldest idle data-plane connection closed for it).
     pub fn may_proxy(&self) -> bool {
-        let max = self.registry.max;
-        let mut s = self.registry.lock();
-        let Some(e) = s.conns.get(&self.id) else {
-            return false;
-        };
-        // A connection chosen for closing in the same instant serves this request and closes.
-        if e.pool == Pool::Data || e.evicted {
+        // Only ever changes from reserve to data, under the lock.
+        if self.slot.data.load(Relaxed) {
             return true;
         }
-        if !(s.data < max || s.evict_oldest(Pool::Data)) {
+        let mut s = self.registry.lock();
+        // A connection chosen for closing in the same instant serves this request and closes.
+        if self.slot.data.load(Relaxed) || self.slot.evicted.load(Relaxed) {
+            return true;
+        }
+        if !(s.data < self.registry.max || s.evict_oldest(Pool::Data)) {
             return false;
         }
+        // Busy (this request), so in no idle map: only the counts move.
         s.reserve -= 1;
         s.data += 1;
-        if let Some(e) = s.conns.get_mut(&self.id) {
-            e.pool = Pool::Data;
-        }
+        self.slot.data.store(true, Relaxed);
         true
     }
 
     /// Whether a request is in progress.
     pub fn is_busy(&self) -> bool {
-        self.registry
-            .lock()
-            .conns
-            .get(&self.id)
-            .is_some_and(|e| e.busy > 0)
+        self.slot.busy.load(Relaxed) > 0
     }
 
     /// Whether the connection ever received a request (so it may have bytes to flush).
     pub fn served_any(&self) -> bool {
-        self.registry
-            .lock()
-            .conns
-            .get(&self.id)
-            .is_some_and(|e| e.served_any)
+        self.slot.served_any.load(Relaxed)
     }
 
-    /// Resolves when the connection was chosen for closing to admit another.
-    pub async fn evicted(&self) {
-        self.evict.notified().await;
+    /// Resolves when the connection should close: chosen to admit another, or draining.
+    pub fn closing(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.slot.close.load(SeqCst) {
+                return Poll::Ready(());
+            }
+            self.slot.close_waker.register(cx.waker());
+            if self.slot.close.load(SeqCst) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
         let mut s = self.registry.lock();
-        s.unmark_idle(self.id);
-        if let Some(e) = s.conns.remove(&self.id) {
-            if !e.evicted {
-                *s.count(e.pool) -= 1;
-            }
+        s.unmark_idle(&self.slot);
+        s.all.remove(&self.slot.id);
+        if !self.slot.evicted.load(Relaxed) {
+            *s.count(self.slot.pool()) -= 1;
         }
         drop(s);
-        self.registry.changed.notify_waiters();
+        self.registry.changed();
     }
 }
 
@@ -317,19 +355,13 @@ impl Drop for Busy {
             return;
         };
         let mut s = conn.registry.lock();
-        let now_idle = match s.conns.get_mut(&conn.id) {
-            Some(e) => {
-                e.busy = e.busy.saturating_sub(1);
-                e.busy == 0
-            }
-            None => false,
-        };
+        let now_idle = conn.slot.busy.fetch_sub(1, Relaxed) == 1;
         if now_idle {
-            s.mark_idle(conn.id);
+            s.mark_idle(&conn.slot);
         }
         drop(s);
         if now_idle {
-            conn.registry.changed.notify_waiters();
+            conn.registry.changed();
         }
     }
 }
@@ -384,11 +416,11 @@ mod tests {
         let c = r.admit().unwrap();
         assert_eq!(r.counts(), (2, 0), "b was closed for c");
         // b was chosen: its notification is waiting.
-        tokio::time::timeout(Duration::from_millis(10), b.evicted())
+        tokio::time::timeout(Duration::from_millis(10), b.closing())
             .await
             .expect("b evicted");
         assert!(
-            tokio::time::timeout(Duration::from_millis(10), a.evicted())
+            tokio::time::timeout(Duration::from_millis(10), a.closing())
                 .await
                 .is_err(),
             "a stays"
@@ -413,7 +445,7 @@ mod tests {
         assert!(!probe.may_proxy(), "no data slot while a is busy");
         // Reserve full of an idle connection: the next one replaces it.
         let probe2 = Arc::new(r.admit().unwrap());
-        tokio::time::timeout(Duration::from_millis(10), probe.evicted())
+        tokio::time::timeout(Duration::from_millis(10), probe.closing())
             .await
             .expect("idle reserve connection evicted");
         // Reserve full of a busy connection: nothing is admitted until something changes.
@@ -430,7 +462,7 @@ mod tests {
             .await
             .expect("admitted once a became idle")
             .unwrap();
-        tokio::time::timeout(Duration::from_millis(10), a.evicted())
+        tokio::time::timeout(Duration::from_millis(10), a.closing())
             .await
             .expect("a evicted for c");
         drop(c);

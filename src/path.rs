@@ -32,12 +32,12 @@ pub type Refusal = &'static str;
 /// forwarded.
 pub fn check(path: &str) -> Result<(), Refusal> {
     let rest = path.strip_prefix('/').unwrap_or(path);
-    let segments: Vec<&str> = rest.split('/').collect();
-    let last = segments.len() - 1;
-    let property_slot = is_property_path(&segments);
-    for (i, seg) in segments.iter().enumerate() {
+    let property_slot = is_property_path(rest);
+    let mut segments = rest.split('/').peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
         if seg.is_empty() {
-            if i == last {
+            if last {
                 continue;
             }
             return Err("an empty segment");
@@ -46,11 +46,12 @@ pub fn check(path: &str) -> Result<(), Refusal> {
             return Err("a backslash");
         }
         let decoded = decode(seg)?;
-        check_decoded(&decoded, property_slot && i == last)?;
+        let separators_allowed = property_slot && last;
+        check_decoded(&decoded, separators_allowed)?;
         // An upstream that decodes twice would see this.
         if decoded.contains('%') {
             if let Ok(twice) = decode(&decoded) {
-                check_decoded(&twice, property_slot && i == last)
+                check_decoded(&twice, separators_allowed)
                     .map_err(|_| "a doubly encoded dot segment or separator")?;
             }
         }
@@ -81,9 +82,14 @@ pub fn normalize(path: &str) -> Option<String> {
     Some(out)
 }
 
-/// `["v1", "pages", id, "properties", property_id]`
-fn is_property_path(segments: &[&str]) -> bool {
-    matches!(segments, ["v1", "pages", id, "properties", p] if !id.is_empty() && !p.is_empty())
+/// `v1/pages/{id}/properties/{property_id}` (without the leading `/`).
+fn is_property_path(rest: &str) -> bool {
+    let mut s = rest.split('/');
+    matches!(
+        (s.next(), s.next(), s.next(), s.next(), s.next(), s.next()),
+        (Some("v1"), Some("pages"), Some(id), Some("properties"), Some(p), None)
+            if !id.is_empty() && !p.is_empty()
+    )
 }
 
 fn check_decoded(seg: &str, separators_allowed: bool) -> Result<(), Refusal> {

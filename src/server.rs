@@ -115,8 +115,6 @@ pub async fn run_with_admin(
     // all are busy the reserve serves probes; when that is busy too, the loop stops accepting
     // and new clients wait in the listen backlog.
     let slots = Registry::new(gw.config.server.max_connections, RESERVE);
-    // Flips to `true` when shutdown starts: every connection closes once it is idle.
-    let (drain_tx, drain_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -164,7 +162,7 @@ pub async fn run_with_admin(
                     })
                 };
                 let served = http.serve_connection(io, svc);
-                connections.spawn(serve(served, conn, drain_rx.clone(), peer));
+                connections.spawn(serve(served, conn, peer));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -176,7 +174,8 @@ pub async fn run_with_admin(
         drain_timeout = ?drain_timeout,
         "shutting down: no longer accepting, draining"
     );
-    let _ = drain_tx.send(true);
+    // Every connection closes once it is idle.
+    slots.close_all();
     async fn all_closed(connections: &mut JoinSet<()>) {
         while connections.join_next().await.is_some() {}
     }
@@ -202,7 +201,6 @@ pub async fn run_with_admin(
 async fn serve<I, S, B>(
     served: http1::Connection<I, S>,
     conn: Arc<crate::connections::Conn>,
-    mut drain: watch::Receiver<bool>,
     peer: std::net::SocketAddr,
 ) where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
@@ -219,8 +217,7 @@ async fn serve<I, S, B>(
         tokio::select! {
             biased;
             r = served.as_mut() => break r,
-            () = conn.evicted(), if !closing => {}
-            () = async { drop(drain.wait_for(|d| *d).await) }, if !closing => {}
+            () = conn.closing(), if !closing => {}
             () = grace.as_mut(), if closing => {
                 if !conn.is_busy() {
                     return;

@@ -213,8 +213,20 @@ const ROUTES: &[Route] = &[
 
 /// The catalogue entry for `method path` (`path` without its query string), or the method's
 /// fallback under the route label [`UNKNOWN`].
+///
+/// Segments are compared percent-decoded (`/v1/blocks/ID/%63hildren` is the children
+/// endpoint), except the escapes of `/`, `\` and `%`, which stay encoded, so an escape never
+/// moves a segment boundary. Paths with encoded separators or dot segments never get here on
+/// the request path (`crate::path::check` refuses them first).
 pub fn classify(method: &Method, path: &str) -> Endpoint {
     let path = path.split('?').next().unwrap_or(path);
+    let decoded;
+    let path = if path.contains('%') {
+        decoded = decode_segments(path);
+        decoded.as_str()
+    } else {
+        path
+    };
     let path = path.strip_suffix('/').unwrap_or(path);
     ROUTES
         .iter()
@@ -241,6 +253,29 @@ fn fallback(method: &Method) -> Safety {
         Method::PUT | Method::DELETE => Safety::Idempotent,
         _ => Safety::NonIdempotent,
     }
+}
+
+/// `path` with each segment percent-decoded, the escapes of `/`, `\` and `%` kept (as `%2F`,
+/// `%5C`, `%25`); bytes that are not UTF-8 become U+FFFD.
+fn decode_segments(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for (i, seg) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for c in percent_encoding::percent_decode_str(seg)
+            .decode_utf8_lossy()
+            .chars()
+        {
+            match c {
+                '/' => out.push_str("%2F"),
+                '\\' => out.push_str("%5C"),
+                '%' => out.push_str("%25"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
 }
 
 /// Whether `path` fits `template`, segment by segment; `{...}` matches any non-empty segment.
@@ -423,6 +458,33 @@ mod tests {
         assert_eq!(
             class("GET", &format!("/v1/users/{DASHED}/extra")).0,
             UNKNOWN
+        );
+    }
+
+    #[test]
+    fn segments_are_classified_decoded_and_escapes_never_move_a_boundary() {
+        let id = DASHED;
+        assert_eq!(
+            class("PATCH", &format!("/v1/blocks/{id}/%63hildren")),
+            ("/v1/blocks/{id}/children", Safety::NonIdempotent)
+        );
+        assert_eq!(
+            class(
+                "GET",
+                &format!("/v1/%62locks/{id}/%63%68ildren?page_size=1")
+            ),
+            ("/v1/blocks/{id}/children", Safety::ReadOnly)
+        );
+        // An encoded slash stays inside its segment: never the idempotent block update's
+        // `{id}` eating `/children` after a decode (the guard refuses it before this).
+        assert_eq!(
+            class("PATCH", &format!("/v1/blocks/{id}%2Fchildren")),
+            ("/v1/blocks/{id}", Safety::Idempotent)
+        );
+        assert_eq!(decode_segments("/v1/a%2fb%5C%25"), "/v1/a%2Fb%5C%25");
+        assert_eq!(
+            class("GET", &format!("/v1/pages/{id}/properties/%2F7eo")).0,
+            "/v1/pages/{id}/properties/{property_id}"
         );
     }
 

@@ -1,11 +1,15 @@
-//! Header rewriting between the caller and Notion (RFC 9110 §7.6.1, PRODUCT.md P1).
+//! Header rewriting between the caller and Notion (RFC 9110 §7.6.1, docs/behaviour.md §1).
 //!
 //! End-to-end headers pass unchanged in both directions, including `Authorization` (the token
 //! is Notion's business, and ours only as a budget key) and `x-request-id`. The gateway removes:
 //!
 //! * hop-by-hop headers: `Connection` and every header it names, `Keep-Alive`,
 //!   `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authorization`,
-//!   `Proxy-Authenticate`; hyper frames each hop itself;
+//!   `Proxy-Authenticate`; hyper frames each hop itself. `Connection` may not name the
+//!   end-to-end headers the gateway relies on ([`END_TO_END`]: the token it charges, the
+//!   version, the body's type and length, the request id): the guard refuses such a request
+//!   (400, [`connection_names_end_to_end`]) before anything is charged, and
+//!   [`strip_hop_by_hop`] never removes them, so what was charged is what Notion receives;
 //! * `Expect`: hyper answers `100-continue` to the caller; the upstream gets the body directly;
 //! * the gateway's own control headers (`x-gateway-*`), which are meant for the gateway only.
 //!
@@ -30,7 +34,7 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 pub static NOTION_VERSION: HeaderName = HeaderName::from_static("notion-version");
 pub static NOTION_REQUEST_ID: HeaderName = HeaderName::from_static("x-notion-request-id");
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// Names the caller among those that share a token, for fair queueing (PRODUCT.md P2).
+/// Names the caller among those that share a token, for fair queueing (docs/behaviour.md §2).
 pub static GATEWAY_CLIENT: HeaderName = HeaderName::from_static("x-gateway-client");
 /// On responses to requests that waited for their budget: the wait in milliseconds.
 pub static QUEUE_WAIT: HeaderName = HeaderName::from_static("x-gateway-queue-wait-ms");
@@ -38,7 +42,35 @@ pub static QUEUE_WAIT: HeaderName = HeaderName::from_static("x-gateway-queue-wai
 pub static ATTEMPTS: HeaderName = HeaderName::from_static("x-gateway-attempts");
 const VIA_VALUE: HeaderValue = HeaderValue::from_static("1.1 notion-gateway");
 
-/// Removes hop-by-hop headers, including the ones a `Connection` header names.
+/// End-to-end headers a `Connection` header may not name: RFC 9110 §7.6.1 forbids a sender to
+/// nominate a field meant for every recipient, and removing these would forward something else
+/// than what the gateway charged and logged.
+pub static END_TO_END: [HeaderName; 5] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("notion-version"),
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    HeaderName::from_static("x-request-id"),
+];
+
+/// The first of [`END_TO_END`] that a `Connection` header names, if any.
+pub fn connection_names_end_to_end(headers: &HeaderMap) -> Option<&'static str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|name| {
+            let name = name.trim();
+            END_TO_END
+                .iter()
+                .find(|p| p.as_str().eq_ignore_ascii_case(name))
+                .map(HeaderName::as_str)
+        })
+}
+
+/// Removes hop-by-hop headers, including the ones a `Connection` header names (never one of
+/// [`END_TO_END`]).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one scan of the names, no hashing, and done.
     if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
@@ -51,6 +83,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !END_TO_END.contains(name))
         .collect();
     for name in listed {
         headers.remove(name);
@@ -151,6 +184,45 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["authorization", "content-type"]);
+    }
+
+    #[test]
+    fn connection_cannot_strip_end_to_end_headers() {
+        let mut h = map(&[
+            ("connection", "Authorization, x-private"),
+            (
+                "connection",
+                "notion-version,CONTENT-TYPE , content-length, X-Request-Id",
+            ),
+            ("authorization", "Bearer secret_x"),
+            ("notion-version", "2025-09-03"),
+            ("content-type", "application/json"),
+            ("content-length", "2"),
+            ("x-request-id", "abc"),
+            ("x-private", "1"),
+        ]);
+        assert_eq!(connection_names_end_to_end(&h), Some("authorization"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "authorization",
+                "content-length",
+                "content-type",
+                "notion-version",
+                "x-request-id"
+            ]
+        );
+        assert_eq!(
+            connection_names_end_to_end(&map(&[("connection", "close, x-request-id")])),
+            Some("x-request-id")
+        );
+        assert_eq!(
+            connection_names_end_to_end(&map(&[("connection", "keep-alive, x-private")])),
+            None
+        );
     }
 
     #[test]

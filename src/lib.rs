@@ -8,10 +8,12 @@
 //!
 //! * [`config`]: layered configuration (defaults < file < env < flags), validated into [`Config`].
 //! * [`server`]: [`run`] — accept loop, connection timeouts, graceful drain.
+//! * [`connections`]: connection slots: the oldest idle one makes room, a reserve for probes.
 //! * [`app`]: the HTTP surface: routes, and the guard that keeps it from being an open proxy.
 //! * [`gateway`]: the state every connection and request shares ([`gateway::Gateway`]).
 //! * [`request_id`]: `x-request-id` values the gateway makes.
 //! * [`proxy`]: the request pipeline, caller → Notion → caller.
+//! * [`path`]: the path guard: dot segments and hidden separators are never forwarded.
 //! * [`catalogue`]: every Notion endpoint, its route label and what a repeat of it would do.
 //! * [`rate_limit`]: what Notion's 429/529 say (`Retry-After`, `rate_limit_reason`).
 //! * [`retry`]: which failed attempts go again, backoff, the retry budget.
@@ -36,12 +38,14 @@ pub mod body;
 pub mod catalogue;
 pub mod cli;
 pub mod config;
+pub mod connections;
 pub mod doctor;
 pub mod error;
 pub mod gateway;
 pub mod headers;
 pub mod identity;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod rate_limit;
 pub mod report;

@@ -82,6 +82,7 @@ pub const ALL: &[&str] = &[
     REDIS_ERRORS,
     REDIS_CALL_DURATION,
     BUILD_INFO,
+    CONNECTIONS_EVICTED,
 ];
 
 /// Request, queue-wait buckets: milliseconds of a fast path up to a minute of queueing.
@@ -371,6 +372,19 @@ fn method_label(m: &http::Method) -> &'static str {
         http::Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
+}
+
+/// Idle client connections closed to admit a new one at `server.max_connections`, by `pool`
+/// (`data`, or `reserve`: the few kept for health probes).
+pub const CONNECTIONS_EVICTED: &str = "notion_gateway_connections_evicted_total";
+
+pub fn connection_evicted(pool: &'static str) {
+    // Described here rather than at start-up: rare, and this is the only place it is recorded.
+    metrics::describe_counter!(
+        CONNECTIONS_EVICTED,
+        "Idle client connections closed to admit a new one at server.max_connections, by pool."
+    );
+    metrics::counter!(CONNECTIONS_EVICTED, "pool" => pool).increment(1);
 }
 
 #[cfg(test)]

@@ -3,7 +3,26 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
+
+use crate::headers::REQUEST_ID;
+
+/// Longest caller `x-request-id` the gateway passes on; longer ones are replaced.
+pub const MAX_LEN: usize = 200;
+
+/// The caller's `x-request-id`, if it may be kept: exactly one header, 1 to [`MAX_LEN`] bytes
+/// of visible ASCII (`!` to `~`). Anything else is replaced by a generated id, so a 64 KiB or
+/// binary value is never echoed, logged or forwarded.
+pub fn callers(headers: &HeaderMap) -> Option<&HeaderValue> {
+    let mut all = headers.get_all(&REQUEST_ID).iter();
+    let v = all.next()?;
+    let b = v.as_bytes();
+    let ok = all.next().is_none()
+        && !b.is_empty()
+        && b.len() <= MAX_LEN
+        && b.iter().all(|c| (b'!'..=b'~').contains(c));
+    ok.then_some(v)
+}
 
 /// Makes request ids that look like random UUIDs: a random per-process half and a counter half
 /// (scrambled), so ids are unique within a process and collide across processes only by
@@ -53,5 +72,47 @@ impl RequestIds {
         let mut buf = uuid::Uuid::encode_buffer();
         let text = id.hyphenated().encode_lower(&mut buf);
         HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("-"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(values: &[&[u8]]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(&REQUEST_ID, HeaderValue::from_bytes(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_one_short_visible_ascii_id_is_kept() {
+        let long = vec![b'a'; MAX_LEN];
+        assert!(callers(&with(&[b"req-1"])).is_some());
+        assert!(callers(&with(&[&long])).is_some());
+        let longer = vec![b'a'; MAX_LEN + 1];
+        for bad in [
+            with(&[]),
+            with(&[b""]),
+            with(&[&longer]),
+            with(&[b"has space"]),
+            with(&[b"tab\there"]),
+            with(&[b"caf\xc3\xa9"]),
+            with(&[b"a", b"b"]),
+        ] {
+            assert!(callers(&bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_uuids_and_unique() {
+        let ids = RequestIds::new();
+        let a = ids.next();
+        let b = ids.next();
+        assert_ne!(a, b);
+        assert!(uuid::Uuid::parse_str(a.to_str().unwrap()).is_ok());
+        assert!(callers(&with(&[a.as_bytes()])).is_some());
     }
 }

@@ -9,14 +9,18 @@
 //! * a socket write timeout of `server.body_idle_timeout` (tokio-io-timeout): a client that
 //!   stops reading its response cannot hold the connection, the upstream stream and memory
 //!   forever.
-//! * at most `server.max_connections` connections at once (a semaphore permit each); at the
-//!   limit the loop stops accepting and new clients wait in the kernel's listen backlog.
+//! * at most `server.max_connections` data-plane connections ([`crate::connections`]): at the
+//!   limit the oldest idle one (keep-alive, or still without a complete request head) is closed
+//!   to admit the new client; when every one is busy, a small reserve still answers the
+//!   gateway's own endpoints, so health probes never wait for the data plane.
 //!
-//! Shutdown (PRODUCT.md P6): when `shutdown` resolves, the listener is closed (new connections
-//! are refused, which is what tells a load balancer to stop sending), idle keep-alive connections are closed and busy ones finish
-//! their current request. Requests still without a response when `server.drain_timeout` passes
-//! are answered 503 `service_unavailable`; after a short grace for those answers to be written,
-//! the remaining connections (streams still running) are closed.
+//! Shutdown (docs/behaviour.md §6): when `shutdown` resolves, the listener is closed (new
+//! connections are refused, which is what tells a load balancer to stop sending), idle
+//! connections are closed (keep-alive ones, and ones that never sent a complete head) and busy
+//! ones finish their current request. Requests still without a response when
+//! `server.drain_timeout` passes are answered 503 `service_unavailable`; after a short grace
+//! for those answers to be written, the remaining connections (streams still running) are
+//! closed.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,14 +29,14 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 
 use crate::app::App;
 use crate::config::{Config, MAX_HEAD_BUFFER};
+use crate::connections::{Registry, Tracked, CLOSE_GRACE, RESERVE};
 use crate::gateway::Gateway;
 
 /// After the drain deadline, how long 503 answers get to reach their callers.
@@ -107,10 +111,10 @@ pub async fn run_with_admin(
         .keep_alive(true);
     let write_timeout = gw.config.server.body_idle_timeout;
 
-    // One permit per client connection (mini-redis's pattern): at the limit the loop stops
-    // accepting until a connection closes, and new clients wait in the listen backlog.
-    let permits = Arc::new(Semaphore::new(gw.config.server.max_connections));
-    let graceful = GracefulShutdown::new();
+    // One slot per client connection: at the limit the oldest idle connection makes room; when
+    // all are busy the reserve serves probes; when that is busy too, the loop stops accepting
+    // and new clients wait in the listen backlog.
+    let slots = Registry::new(gw.config.server.max_connections, RESERVE);
     let mut connections = JoinSet::new();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -122,11 +126,7 @@ pub async fn run_with_admin(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            (accepted, permit) = async {
-                // Owned permits cannot fail unless the semaphore is closed, which it never is.
-                let permit = permits.clone().acquire_owned().await.ok();
-                (listener.accept().await, permit)
-            } => {
+            accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(x) => x,
                     Err(e) => {
@@ -136,23 +136,33 @@ pub async fn run_with_admin(
                         continue;
                     }
                 };
+                // At the limit this closes the oldest idle connection; with every connection
+                // busy (reserve included) it waits, and new clients wait in the backlog.
+                let conn = tokio::select! {
+                    c = slots.admit_wait() => Arc::new(c),
+                    () = &mut shutdown => break,
+                };
                 let _ = stream.set_nodelay(true);
                 let mut io = TimeoutStream::new(stream);
                 io.set_write_timeout(Some(write_timeout));
                 let io = TokioIo::new(Box::pin(io));
                 let app = app.clone();
                 let ip = peer.ip();
-                let svc = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(app.handle(req, ip).await) }
-                });
-                let conn = graceful.watch(http.serve_connection(io, svc));
-                connections.spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                    }
-                    drop(permit);
-                });
+                let svc = {
+                    let conn = conn.clone();
+                    hyper::service::service_fn(move |req| {
+                        // Busy from here until hyper has taken the whole response body.
+                        let busy = conn.begin();
+                        let app = app.clone();
+                        let conn = conn.clone();
+                        async move {
+                            let resp = app.handle(req, ip, &conn).await;
+                            Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, busy)))
+                        }
+                    })
+                };
+                let served = http.serve_connection(io, svc);
+                connections.spawn(serve(served, conn, peer));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -164,20 +174,71 @@ pub async fn run_with_admin(
         drain_timeout = ?drain_timeout,
         "shutting down: no longer accepting, draining"
     );
-    let drained = graceful.shutdown();
-    tokio::pin!(drained);
-    if tokio::time::timeout(drain_timeout, &mut drained)
+    // Every connection closes once it is idle.
+    slots.close_all();
+    async fn all_closed(connections: &mut JoinSet<()>) {
+        while connections.join_next().await.is_some() {}
+    }
+    if tokio::time::timeout(drain_timeout, all_closed(&mut connections))
         .await
         .is_err()
     {
         tracing::warn!("drain deadline passed: answering the remaining requests 503");
         let _ = stop_tx.send(true);
-        let _ = tokio::time::timeout(HARD_STOP_GRACE, &mut drained).await;
+        let _ = tokio::time::timeout(HARD_STOP_GRACE, all_closed(&mut connections)).await;
     }
     connections.abort_all();
     while connections.join_next().await.is_some() {}
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Runs one client connection until it ends, is chosen for closing to admit another client, or
+/// the gateway drains. Closing: a connection that never received a request is dropped at once
+/// (nothing to flush); otherwise hyper's graceful shutdown closes it after the request in
+/// progress, or at once when idle, and it is dropped if still open after [`CLOSE_GRACE`]
+/// without a request in progress.
+async fn serve<I, S, B>(
+    served: http1::Connection<I, S>,
+    conn: Arc<crate::connections::Conn>,
+    peer: std::net::SocketAddr,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: http_body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(served);
+    let grace = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(grace);
+    let mut closing = false;
+    let result = loop {
+        tokio::select! {
+            biased;
+            r = served.as_mut() => break r,
+            () = conn.closing(), if !closing => {}
+            () = grace.as_mut(), if closing => {
+                if !conn.is_busy() {
+                    return;
+                }
+                // Mid-request: hyper closes it after the response.
+                break served.as_mut().await;
+            }
+        }
+        // Chosen for closing to admit another client, or draining.
+        closing = true;
+        served.as_mut().graceful_shutdown();
+        if !conn.is_busy() && !conn.served_any() {
+            return;
+        }
+        grace
+            .as_mut()
+            .reset(tokio::time::Instant::now() + CLOSE_GRACE);
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
 }
 
 /// Aborts a background task when its owner goes away.

@@ -250,40 +250,6 @@ async fn shutdown_drains_in_flight_requests_then_answers_503() {
     gw.wait_stopped().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn connections_beyond_the_limit_wait_for_a_free_slot() {
-    let notion = FakeNotion::start().await;
-    let mut cfg = config_for(&notion);
-    cfg.server.max_connections = 1;
-    let gw = TestGateway::start(cfg).await;
-
-    // The first client holds the only slot with an idle keep-alive connection.
-    let mut first = TcpStream::connect(gw.addr).await.unwrap();
-    first
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    assert!(first.read(&mut buf).await.unwrap() > 0);
-
-    // The second is accepted by the kernel but not served while the slot is taken.
-    let second = tokio::spawn(async move {
-        raw_exchange(
-            gw.addr,
-            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            Duration::from_secs(600),
-        )
-        .await
-    });
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(!second.is_finished(), "served beyond max_connections");
-
-    // When the first connection closes, the second is served.
-    drop(first);
-    let out = second.await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-}
-
 /// A streamed upload that keeps making progress is not cut by `server.request_timeout`: the
 /// time the caller spends uploading is not Notion's delay.
 #[tokio::test(start_paused = true)]

@@ -1014,14 +1014,59 @@ impl Loaded {
     }
 }
 
+/// `url` with its secrets replaced: the userinfo (`user:password@` becomes `***:***@`) and
+/// the values of query parameters named like a password (`password`, `pass`, `passwd`, `pwd`,
+/// `secret`, `token`; any case, percent-encoded names too, as the `redis` crate reads them:
+/// `redis+unix:///run/redis.sock?pass=...`). The scheme, host, port, path and other parameters
+/// stay, for troubleshooting. What `check-config`, `/status`, `doctor` and the logs print.
 pub fn redact_userinfo(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) if rest.contains('@') => {
-            let host = rest.rsplit('@').next().unwrap_or("");
-            format!("{scheme}://***:***@{host}")
-        }
-        _ => url.to_string(),
-    }
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let query_at = rest.find(['?', '#']).unwrap_or(rest.len());
+    // The userinfo ends at the last `@` before the query; a password with an unencoded `?` or
+    // `#` puts its `@` after that, so an `@` with no `/` before it counts too (over-redacting
+    // a strange URL beats printing half a password).
+    let at = rest[..query_at]
+        .rfind('@')
+        .or_else(|| rest.rfind('@').filter(|i| !rest[..*i].contains('/')));
+    let (authority_start, tail) = match at {
+        Some(i) => ("***:***@", &rest[i + 1..]),
+        None => ("", rest),
+    };
+    let query_at = tail.find(['?', '#']).unwrap_or(tail.len());
+    let (head, query) = tail.split_at(query_at);
+    let scheme = scheme.map(|s| format!("{s}://")).unwrap_or_default();
+    format!("{scheme}{authority_start}{head}{}", redact_query(query))
+}
+
+/// `?a=1&password=x#f` → `?a=1&password=***#f`.
+fn redact_query(query: &str) -> String {
+    const SECRET: [&str; 6] = ["password", "pass", "passwd", "pwd", "secret", "token"];
+    let Some(q) = query.strip_prefix('?') else {
+        return query.to_string();
+    };
+    let (params, fragment) = match q.find('#') {
+        Some(i) => (&q[..i], &q[i..]),
+        None => (q, ""),
+    };
+    let redacted: Vec<String> = params
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let decoded = percent_encoding::percent_decode_str(&name.replace('+', " "))
+                .decode_utf8_lossy()
+                .trim()
+                .to_ascii_lowercase();
+            if SECRET.contains(&decoded.as_str()) && !value.is_empty() {
+                format!("{name}=***")
+            } else {
+                pair.to_string()
+            }
+        })
+        .collect();
+    format!("?{}{fragment}", redacted.join("&"))
 }
 
 /// A provider under a name of our choosing, so errors say "a command-line flag" rather than a
@@ -1173,6 +1218,37 @@ mod tests {
         raw.upstream.admin_notion_version = "bad\nvalue".into();
         let err = validate_raw(raw).unwrap_err().to_string();
         assert!(err.contains("upstream.admin_notion_version"), "{err}");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_in_query_parameters() {
+        for (url, want) in [
+            (
+                "redis://:hunter2@127.0.0.1:6379/0?db=1",
+                "redis://***:***@127.0.0.1:6379/0?db=1",
+            ),
+            (
+                "redis://127.0.0.1/0?password=s3cret&db=1",
+                "redis://127.0.0.1/0?password=***&db=1",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&PASS=s3cret",
+                "redis+unix:///run/redis.sock?db=1&PASS=***",
+            ),
+            (
+                "redis://h/?Secret=a&p%61ss=b&pwd=c&x=d#frag",
+                "redis://h/?Secret=***&p%61ss=***&pwd=***&x=d#frag",
+            ),
+            (
+                "redis://u:p@h/?a=b@c&token=t",
+                "redis://***:***@h/?a=b@c&token=***",
+            ),
+            // A password with an unencoded `?`: its `@` comes after the "query".
+            ("redis://u:pa?ss@h:6379", "redis://***:***@h:6379"),
+            ("redis://h:6379", "redis://h:6379"),
+        ] {
+            assert_eq!(redact_userinfo(url), want, "{url}");
+        }
     }
 
     #[test]

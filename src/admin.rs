@@ -75,11 +75,16 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
             "rate": gw.config.limits.smoothing.map(|s| s.rate),
             "burst": gw.config.limits.smoothing.map(|s| s.burst),
             "max_queue": gw.config.limits.max_queue,
+            "max_tokens": gw.config.limits.max_tokens,
             "max_wait_s": gw.config.limits.max_wait.as_secs_f64(),
             "adaptive": gw.config.limits.adaptive,
         },
         "budgets": budgets_status(&gw),
+        // Configured integrations, then the most recently used others (at most
+        // shaper::status::OTHERS_SHOWN); every token is counted in tokens_total.
         "tokens": shaper.tokens,
+        "tokens_total": shaper.tokens_total,
+        "queued_other_tokens": shaper.queued_other_tokens,
         "workspaces": shaper.workspaces,
     }))
     .into_response()

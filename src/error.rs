@@ -78,6 +78,9 @@ pub enum GatewayError {
     /// has been restricted. Retrying won't help."): answered here until its `Retry-After`.
     #[error("Notion restricted this token's API access (public_api_request_blocked); retrying won't help before {retry_after} s have passed. Contact Notion support")]
     Blocked { retry_after: u64 },
+    /// Every one of `limits.max_tokens` tokens has requests waiting: a new token gets no lane.
+    #[error("the gateway keeps {0} tokens at once (limits.max_tokens) and every one of them has requests waiting; retry in a moment")]
+    TokensFull(usize),
     /// The request's deadline passed while it waited (Notion paused or slowed the token).
     #[error("the request waited for this token's budget until its deadline; retry after {retry_after} s")]
     QueueExpired { retry_after: u64 },
@@ -150,7 +153,7 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
-            ShuttingDown | ConnectionsBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ShuttingDown | ConnectionsBusy(_) | TokensFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             InvalidPath(_) | DuplicateAuthorization | ConnectionNamesEndToEnd(_) => {
                 StatusCode::BAD_REQUEST
@@ -176,7 +179,7 @@ impl GatewayError {
                 "service_unavailable"
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
-            ShuttingDown | ConnectionsBusy(_) => "service_unavailable",
+            ShuttingDown | ConnectionsBusy(_) | TokensFull(_) => "service_unavailable",
             Unauthorized => "unauthorized",
             InvalidPath(_) => "invalid_request_url",
             DuplicateAuthorization | ConnectionNamesEndToEnd(_) => "invalid_request",
@@ -194,6 +197,7 @@ impl GatewayError {
             GatewayError::WaitTooLong { .. } => Some("gateway_max_wait"),
             GatewayError::QueueExpired { .. } => Some("gateway_queue_expired"),
             GatewayError::ShuttingDown => Some("gateway_draining"),
+            GatewayError::TokensFull(_) => Some("gateway_tokens_full"),
             // Notion's own reason: the token is answered here because Notion said so.
             GatewayError::Blocked { .. } => Some("public_api_request_blocked"),
             _ => None,
@@ -215,7 +219,9 @@ impl GatewayError {
     /// Seconds for `Retry-After`, for the answers that carry one.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::ShuttingDown | GatewayError::ConnectionsBusy(_) => Some(1),
+            GatewayError::ShuttingDown
+            | GatewayError::ConnectionsBusy(_)
+            | GatewayError::TokensFull(_) => Some(1),
             GatewayError::QueueFull { retry_after, .. }
             | GatewayError::WaitTooLong { retry_after }
             | GatewayError::QueueExpired { retry_after }
@@ -246,6 +252,7 @@ impl GatewayError {
             WaitTooLong { .. } => "max_wait",
             QueueExpired { .. } => "queue_expired",
             Blocked { .. } => "blocked",
+            TokensFull(_) => "tokens_full",
             InvalidPath(_) => "invalid_path",
             DuplicateAuthorization => "duplicate_authorization",
             ConnectionNamesEndToEnd(_) => "connection_names_end_to_end",
@@ -317,7 +324,7 @@ pub fn retry_after_secs(d: Duration) -> u64 {
 
 impl GatewayError {
     /// The answer to a request the shaper would not queue.
-    pub fn from_refusal(r: &crate::shaper::Refusal) -> Self {
+    pub fn from_refusal(r: &crate::shaper::Refusal, max_tokens: usize) -> Self {
         use crate::shaper::Refusal;
         let retry_after = retry_after_secs(r.retry_after());
         match r {
@@ -328,6 +335,7 @@ impl GatewayError {
             Refusal::WaitTooLong { .. } => GatewayError::WaitTooLong { retry_after },
             Refusal::Expired { .. } => GatewayError::QueueExpired { retry_after },
             Refusal::Blocked { .. } => GatewayError::Blocked { retry_after },
+            Refusal::TokensFull { .. } => GatewayError::TokensFull(max_tokens),
         }
     }
 }

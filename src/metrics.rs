@@ -83,6 +83,7 @@ pub const ALL: &[&str] = &[
     REDIS_CALL_DURATION,
     BUILD_INFO,
     CONNECTIONS_EVICTED,
+    LANES_EVICTED,
 ];
 
 /// Request, queue-wait buckets: milliseconds of a fast path up to a minute of queueing.
@@ -385,6 +386,15 @@ pub fn connection_evicted(pool: &'static str) {
         "Idle client connections closed to admit a new one at server.max_connections, by pool."
     );
     metrics::counter!(CONNECTIONS_EVICTED, "pool" => pool).increment(1);
+}
+
+/// Lanes (per-token state) evicted to make room or because they were idle, by `state`
+/// (`rested`: nothing remembered; `learned`: a pause or a learned budget was dropped).
+pub const LANES_EVICTED: &str = "notion_gateway_lanes_evicted_total";
+
+pub fn lane_evicted(rested: bool) {
+    let state = if rested { "rested" } else { "learned" };
+    metrics::counter!(LANES_EVICTED, "state" => state).increment(1);
 }
 
 #[cfg(test)]

@@ -389,7 +389,15 @@ async fn client_weights_give_a_caller_more_turns() {
         rate: 10.0,
         burst: 1,
     });
-    cfg.limits.client_weights.insert("heavy".into(), 3);
+    for (name, weight) in [("heavy", 3), ("light", 1)] {
+        cfg.limits.client_weights.insert(
+            name.into(),
+            notion_gateway::config::ClientWeight {
+                weight,
+                from: Vec::new(),
+            },
+        );
+    }
     let gw = TestGateway::start(cfg).await;
     let mut calls = Vec::new();
     for caller in ["heavy", "light"] {

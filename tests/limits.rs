@@ -123,7 +123,17 @@ async fn a_burst_and_a_steady_flood_never_overflow_the_window() {
 async fn an_interactive_caller_beside_a_flood_waits_at_most_two_seconds() {
     let notion = FakeNotion::start().await;
     notion.windows(180);
-    let gw = TestGateway::start(config_for(&notion)).await;
+    let mut cfg = config_for(&notion);
+    for name in ["sync-job", "dashboard"] {
+        cfg.limits.client_weights.insert(
+            name.into(),
+            notion_gateway::config::ClientWeight {
+                weight: 1,
+                from: Vec::new(),
+            },
+        );
+    }
+    let gw = TestGateway::start(cfg).await;
     let t0 = Instant::now();
     let flood: Vec<_> = (0..200)
         .map(|i| {

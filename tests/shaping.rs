@@ -93,7 +93,18 @@ async fn tokens_have_separate_budgets() {
 #[tokio::test(start_paused = true)]
 async fn callers_sharing_a_token_take_turns() {
     let notion = FakeNotion::start().await;
-    let gw = TestGateway::start(budget(&notion, 10.0, 1)).await;
+    let mut cfg = budget(&notion, 10.0, 1);
+    // Two known callers on one host (names nobody configured are the address's caller).
+    for name in ["nightly-sync", "dashboard"] {
+        cfg.limits.client_weights.insert(
+            name.into(),
+            notion_gateway::config::ClientWeight {
+                weight: 1,
+                from: Vec::new(),
+            },
+        );
+    }
+    let gw = TestGateway::start(cfg).await;
     let job: Vec<_> = (0..10)
         .map(|i| {
             let req = gw

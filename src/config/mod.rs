@@ -83,11 +83,15 @@ pub struct LimitsConfig {
     pub discover_workspaces: bool,
     /// Requests that may wait per token; beyond it, an immediate 429.
     pub max_queue: usize,
+    /// Tokens with state at once; the least recently used idle one makes room for a new one.
+    pub max_tokens: usize,
     /// Longest predicted queue wait accepted; beyond it, an immediate 429.
     pub max_wait: Duration,
     /// Whether Notion's repeated 429s lower the effective rate.
     pub adaptive: bool,
-    pub client_weights: std::collections::HashMap<String, u32>,
+    /// Callers known by their `X-Gateway-Client` header: weight, and the addresses the name is
+    /// taken from (empty: any).
+    pub client_weights: std::collections::HashMap<String, ClientWeight>,
     pub integrations: Vec<Integration>,
     pub workspaces: std::collections::HashMap<Arc<str>, WorkspaceBudget>,
     /// Budgets shared with other replicas through Redis (`backend = "redis"`); `None`: local.
@@ -103,6 +107,21 @@ pub struct SharedBudgets {
     /// Share of each budget used alone while Redis is unreachable, in (0, 1].
     pub local_share: f64,
     pub prefix: String,
+}
+
+/// A known caller (`[limits.client_weights]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientWeight {
+    pub weight: u32,
+    /// Peers the name is honoured from; empty: every peer.
+    pub from: Vec<ipnet::IpNet>,
+}
+
+impl ClientWeight {
+    /// Whether a request from `peer` may use this name.
+    pub fn allows(&self, peer: std::net::IpAddr) -> bool {
+        self.from.is_empty() || self.from.iter().any(|n| n.contains(&peer))
+    }
 }
 
 /// Notion's per-connection budget by the workspace's plan (docs/behaviour.md §2): "Business
@@ -680,10 +699,41 @@ fn validate_limits(
         return Err(bad("limits.max_resends", "must be at most 20".into()));
     }
     let (per_minute, smoothing) = resolve(plan, l.per_minute, l.rate, l.burst);
+    if l.max_tokens == 0 || l.max_tokens > 10_000_000 {
+        return Err(bad(
+            "limits.max_tokens",
+            "must be from 1 to 10000000 (each token's state takes about a kilobyte)".into(),
+        ));
+    }
     if l.max_queue == 0 {
         return Err(bad("limits.max_queue", "must be at least 1".into()));
     }
-    if let Some((name, _)) = l.client_weights.iter().find(|(_, w)| **w == 0) {
+    let mut client_weights = std::collections::HashMap::new();
+    for (name, w) in &l.client_weights {
+        let (weight, from) = match w {
+            surface::RawClientWeight::Weight(n) => (*n, Vec::new()),
+            surface::RawClientWeight::Bound { weight, from } => {
+                let mut nets = Vec::new();
+                for f in from {
+                    let net = f
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| f.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            bad(
+                                "limits.client_weights",
+                                format!(
+                                    "`{name}`: `{f}` is not an address or network (e.g. 10.0.0.7, 10.0.0.0/8)"
+                                ),
+                            )
+                        })?;
+                    nets.push(net);
+                }
+                (*weight, nets)
+            }
+        };
+        client_weights.insert(name.clone(), ClientWeight { weight, from });
+    }
+    if let Some((name, _)) = client_weights.iter().find(|(_, w)| w.weight == 0) {
         return Err(bad(
             "limits.client_weights",
             format!("weight of `{name}` must be at least 1"),
@@ -855,9 +905,10 @@ fn validate_limits(
         max_resends: l.max_resends,
         discover_workspaces: l.discover_workspaces,
         max_queue: l.max_queue,
+        max_tokens: l.max_tokens,
         max_wait: l.max_wait,
         adaptive: l.adaptive,
-        client_weights: l.client_weights.clone().into_iter().collect(),
+        client_weights,
         integrations,
         workspaces,
     })

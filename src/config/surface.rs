@@ -137,6 +137,8 @@ pub struct RawLimits {
     /// Smoothing burst; 0 = a sixth of the window budget.
     pub burst: u32,
     pub max_queue: usize,
+    /// Tokens the shaper keeps state for at once (least recently used idle ones make room).
+    pub max_tokens: usize,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     pub adaptive: bool,
@@ -144,8 +146,8 @@ pub struct RawLimits {
     pub max_resends: u32,
     /// Learn each token's workspace from `GET /v1/users/me`.
     pub discover_workspaces: bool,
-    /// `X-Gateway-Client` value -> weight (default 1).
-    pub client_weights: BTreeMap<String, u32>,
+    /// `X-Gateway-Client` value -> weight, or `{ weight, from = [addresses or networks] }`.
+    pub client_weights: BTreeMap<String, RawClientWeight>,
     /// Where budgets live: "local" (this process) or "redis" (shared by replicas).
     pub backend: String,
     /// `redis://[user:password@]host:port[/db]` for backend = "redis".
@@ -168,6 +170,7 @@ impl Default for RawLimits {
             rate: 0.0,
             burst: 0,
             max_queue: 1000,
+            max_tokens: 10_000,
             max_wait: Duration::from_secs(30),
             adaptive: true,
             max_resends: 5,
@@ -180,6 +183,15 @@ impl Default for RawLimits {
             redis_prefix: "notion-gateway".into(),
         }
     }
+}
+
+/// A caller's weight: a number (for that `X-Gateway-Client` from any address), or bound to
+/// the addresses it may come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RawClientWeight {
+    Weight(u32),
+    Bound { weight: u32, from: Vec<String> },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

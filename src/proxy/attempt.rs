@@ -156,10 +156,12 @@ pub(super) async fn run(
         let ticket = match (acquired, held.take()) {
             (Ok(t), _) => t,
             (Err(_), Some(held)) => return held.into_result(),
-            (Err(r), None) => return Err(GatewayError::from_refusal(&r)),
+            (Err(r), None) => {
+                return Err(GatewayError::from_refusal(&r, gw.config.limits.max_tokens))
+            }
         };
         let waited = ticket.waited.unwrap_or_default();
-        metrics::queue_wait(&ticket.label, waited);
+        metrics::queue_wait(&ticket.metric_label, waited);
         log.integration = Some(ticket.label.clone());
         log.queue_wait += waited;
         log.attempts += 1;

@@ -70,7 +70,7 @@ pub(super) async fn notion_pushed_back(
             Limit::Blocked => crate::shaper::BLOCKED_DEFAULT,
             _ => DEFAULT_RETRY_AFTER,
         });
-    metrics::notion_pushback(&ticket.label, status, limit.label());
+    metrics::notion_pushback(&ticket.metric_label, status, limit.label());
     let paused_until = gw.shaper.push_back(ticket, limit, retry_after);
     tracing::debug!(
         integration = &*ticket.label,

@@ -93,6 +93,7 @@ impl State {
                 let Some((_, w)) = ready.then(|| lane.queue.pop(background)).flatten() else {
                     break;
                 };
+                self.queued = self.queued.saturating_sub(1);
                 if w.tx.is_closed() {
                     continue; // Its caller left: spends nothing.
                 }

@@ -144,6 +144,8 @@ pub struct Ticket {
     route: &'static str,
     /// The lane's name: the configured integration name or the token's hash prefix.
     pub label: Arc<str>,
+    /// Its metric label: the configured integration name, or `other` (bounded).
+    pub metric_label: Arc<str>,
     /// When the budget admitted it.
     pub admitted_at: Instant,
     /// Time spent in the queue; `None` when admitted without queueing.
@@ -168,6 +170,9 @@ pub enum Refusal {
     Expired { retry_after: Duration },
     /// Notion restricted this token (`public_api_request_blocked`) until `retry_after` from now.
     Blocked { retry_after: Duration },
+    /// The table of tokens (`limits.max_tokens`) is full of tokens with waiting requests: a
+    /// new token cannot get a lane now.
+    TokensFull { retry_after: Duration },
 }
 
 impl Refusal {
@@ -176,7 +181,8 @@ impl Refusal {
             Refusal::QueueFull { retry_after, .. }
             | Refusal::WaitTooLong { retry_after }
             | Refusal::Expired { retry_after }
-            | Refusal::Blocked { retry_after } => *retry_after,
+            | Refusal::Blocked { retry_after }
+            | Refusal::TokensFull { retry_after } => *retry_after,
         }
     }
 }
@@ -216,6 +222,7 @@ struct Queued {
     rx: oneshot::Receiver<Release>,
     id: u64,
     label: Arc<str>,
+    metric_label: Arc<str>,
     outcomes: Arc<Outcomes>,
     discover: bool,
 }
@@ -241,11 +248,12 @@ impl Shaper {
     /// A shaper whose budgets are shared with other replicas through Redis (queues stay
     /// local).
     pub fn with_redis(limits: LimitsConfig, redis: Option<Arc<RedisBudgets>>) -> Self {
+        let state = Mutex::new(State::new(limits.max_tokens));
         Self {
             inner: Arc::new(Inner {
                 limits,
                 hasher: RandomState::new(),
-                state: Mutex::new(State::default()),
+                state,
                 redis,
             }),
         }
@@ -256,16 +264,19 @@ impl Shaper {
         self.inner.redis.as_ref().map(|s| s.status())
     }
 
-    /// The caller behind a request: its `X-Gateway-Client` value, else its address.
+    /// The caller behind a request: a caller configured in `[limits.client_weights]` by its
+    /// `X-Gateway-Client` value (from an address it is allowed from), else its address. A name
+    /// nobody configured does not make a caller of its own: a client inventing a new name per
+    /// request stays one caller, and takes no more than its address's share.
     pub fn caller(&self, client_header: Option<&[u8]>, addr: std::net::IpAddr) -> Caller {
-        match client_header {
-            Some(name) => Caller {
-                key: self.inner.hasher.hash_one((0u8, name)),
-                weight: std::str::from_utf8(name)
-                    .ok()
-                    .and_then(|n| self.inner.limits.client_weights.get(n))
-                    .copied()
-                    .unwrap_or(1),
+        let known = client_header
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| Some((n, self.inner.limits.client_weights.get(n)?)))
+            .filter(|(_, w)| w.allows(addr));
+        match known {
+            Some((name, w)) => Caller {
+                key: self.inner.hasher.hash_one((0u8, name.as_bytes())),
+                weight: w.weight,
             },
             None => Caller {
                 key: self.inner.hasher.hash_one((1u8, addr)),
@@ -331,6 +342,7 @@ impl Shaper {
                     lane: lane_key,
                     route,
                     label: queued.label,
+                    metric_label: queued.metric_label,
                     admitted_at,
                     waited: Some(admitted_at.saturating_duration_since(waited_since)),
                     outcomes: queued.outcomes,
@@ -365,22 +377,32 @@ impl Shaper {
         let now = Instant::now();
         let mut st = inner.lock();
         let st = &mut *st;
-        st.maybe_sweep(now);
-        let gid = st
-            .lanes
-            .entry(lane_key)
-            .or_insert_with(|| {
-                state::new_lane(
-                    limits,
-                    inner.redis.as_ref(),
-                    credential,
-                    lane_key,
-                    &mut st.groups,
-                    now,
-                )
-            })
-            .group
-            .clone();
+        st.evict_idle(now);
+        if !st.lanes.contains(&lane_key) {
+            if !st.make_room(now) {
+                return Entry::Refused(Refusal::TokensFull {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            let lane = state::new_lane(
+                limits,
+                inner.redis.as_ref(),
+                credential,
+                lane_key,
+                &mut st.groups,
+                now,
+            );
+            if let GroupId::Workspace(w) = &lane.group {
+                st.workspaces.insert(w.clone());
+            }
+            st.lanes.insert(lane_key, lane);
+        }
+        st.lanes.touch(&lane_key);
+        let Some(gid) = st.lanes.get(&lane_key).map(|l| l.group.clone()) else {
+            return Entry::Refused(Refusal::TokensFull {
+                retry_after: Duration::from_secs(1),
+            });
+        };
         // Requests of every token waiting for the same group (for a workspace budget).
         let group_waiting = st.group_waiting(&gid);
         let (Some(lane), Some(group)) = (st.lanes.get_mut(&lane_key), st.groups.get_mut(&gid))
@@ -424,6 +446,7 @@ impl Shaper {
                 lane: lane_key,
                 route,
                 label: lane.label.clone(),
+                metric_label: lane.metric_label(),
                 admitted_at: now,
                 waited: None,
                 outcomes: lane.outcomes.clone(),
@@ -460,6 +483,7 @@ impl Shaper {
         }
 
         let (tx, rx) = oneshot::channel();
+        st.queued += 1;
         st.next_waiter += 1;
         let id = st.next_waiter;
         let waiter = Waiter { id, tx };
@@ -482,6 +506,7 @@ impl Shaper {
             rx,
             id,
             label: lane.label.clone(),
+            metric_label: lane.metric_label(),
             outcomes: lane.outcomes.clone(),
             discover,
         })

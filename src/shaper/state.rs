@@ -1,6 +1,12 @@
 //! The shaper's state behind its one lock: lanes (one per token) and groups (the lanes that are
 //! released together), how a lane is created for a new token, and the eviction of idle lanes.
 //!
+//! Bounded like nginx's `limit_req_zone`: at most `limits.max_tokens` lanes, in
+//! least-recently-used order. A new token takes the place of the least recently used lane
+//! nobody waits in; when every lane has waiting requests the new token is refused (a 503 with
+//! `Retry-After`). Idle lanes with nothing to remember leave from the old end a few per
+//! request. Every operation costs the same whatever the number of lanes: no sweep, no scan.
+//!
 //! Nothing here sleeps or spawns: the dispatchers (`dispatch`, `redis::dispatch`) and
 //! [`super::Shaper::acquire`] take the lock, call into this state with `now`, and act on what
 //! it returns.
@@ -22,16 +28,95 @@ use super::Limit;
 use crate::config::{LimitsConfig, WorkspaceBudget};
 use crate::identity::TokenId;
 
-/// Lanes idle this long (and with nothing to remember) are evicted; also how often the
-/// eviction sweep runs.
+/// Lanes idle this long (and with nothing to remember) are evicted.
 pub(super) const EVICT_AFTER: Duration = Duration::from_secs(300);
+/// Lanes looked at from the old end, per request, for idle ones to evict.
+const EVICT_PER_CALL: usize = 2;
+/// Lanes with waiting requests passed over when making room for a new token, before the
+/// table counts as full.
+const BUSY_SKIPS: usize = 16;
 
-#[derive(Default)]
 pub(super) struct State {
-    pub lanes: HashMap<u64, Lane>,
+    pub lanes: Lanes,
     pub groups: HashMap<GroupId, Group>,
+    /// The workspace groups among `groups`, for `/status` without walking every group.
+    pub workspaces: std::collections::BTreeSet<Arc<str>>,
     pub next_waiter: u64,
-    next_sweep: Option<Instant>,
+    /// Requests waiting in every lane: what `/metrics` shows for the tokens without a
+    /// configured name, without walking the lanes.
+    pub queued: usize,
+}
+
+impl State {
+    pub fn new(max_tokens: usize) -> Self {
+        Self {
+            lanes: Lanes::new(max_tokens),
+            groups: HashMap::new(),
+            workspaces: Default::default(),
+            next_waiter: 0,
+            queued: 0,
+        }
+    }
+}
+
+/// The lanes, in least-recently-used order. Lookups by key do not change the order; a
+/// request of a token does ([`Lanes::touch`]).
+pub(super) struct Lanes {
+    lru: lru::LruCache<u64, Lane>,
+    max: usize,
+    /// Lanes of configured integrations: kept in view for `/status` and `/metrics`.
+    pub configured: Vec<u64>,
+}
+
+impl Lanes {
+    fn new(max: usize) -> Self {
+        Self {
+            lru: lru::LruCache::unbounded(),
+            max: max.max(1),
+            configured: Vec::new(),
+        }
+    }
+
+    pub fn get(&self, k: &u64) -> Option<&Lane> {
+        self.lru.peek(k)
+    }
+
+    pub fn get_mut(&mut self, k: &u64) -> Option<&mut Lane> {
+        self.lru.peek_mut(k)
+    }
+
+    pub fn contains(&self, k: &u64) -> bool {
+        self.lru.contains(k)
+    }
+
+    /// Marks `k` as just used.
+    pub fn touch(&mut self, k: &u64) {
+        self.lru.promote(k);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lru.len()
+    }
+
+    /// Lanes, most recently used first.
+    pub fn iter(&self) -> impl Iterator<Item = (&u64, &Lane)> {
+        self.lru.iter()
+    }
+
+    pub fn insert(&mut self, k: u64, lane: Lane) {
+        if lane.configured {
+            self.configured.push(k);
+        }
+        self.lru.put(k, lane);
+    }
+
+    fn remove_lru(&mut self) -> Option<(u64, Lane)> {
+        let (k, lane) = self.lru.pop_lru()?;
+        if lane.configured {
+            self.configured.retain(|c| *c != k);
+        }
+        Some((k, lane))
+    }
 }
 
 /// What a lane is released with: alone, or with every lane of its workspace.
@@ -63,7 +148,36 @@ pub(super) struct Lane {
     pub pushbacks: Pushbacks,
     /// The plan its window budget comes from (`custom` for an explicit `per_minute`).
     pub plan: &'static str,
+    /// A configured integration (its name is its metric label; others share `other`).
+    pub configured: bool,
 }
+
+impl Lane {
+    /// Nothing waits and nothing is remembered: evicting the lane loses nothing.
+    fn is_rested(&self, now: Instant) -> bool {
+        self.queue.is_empty()
+            && self.budget.is_rested(now)
+            && self.blocked_until.is_none_or(|t| t <= now)
+            && self.endpoint_pauses.iter().all(|(_, t)| *t <= now)
+    }
+
+    /// The label of this token's metric series: its integration's name, or `other`.
+    pub fn metric_label(&self) -> Arc<str> {
+        if self.configured {
+            self.label.clone()
+        } else {
+            OTHER.with(Arc::clone)
+        }
+    }
+}
+
+thread_local! {
+    /// One allocation of the `other` label per thread.
+    static OTHER: Arc<str> = Arc::from(OTHER_LABEL);
+}
+
+/// The metric label of every token without a configured name.
+pub const OTHER_LABEL: &str = "other";
 
 /// Finding out a token's workspace (`GET /v1/users/me`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +224,8 @@ pub(super) struct Group {
     pub dispatcher: Option<Arc<Notify>>,
     /// Notion's 429s for the workspace's limit.
     pub pushbacks: Pushbacks,
+    /// Lanes in the group (a workspace's group outlives its last lane while it remembers).
+    pub members: u32,
 }
 
 /// How a waiting request is served.
@@ -237,30 +353,69 @@ impl State {
         })
     }
 
-    /// Evicts lanes (and groups) that are idle and remember nothing; at most once per
-    /// [`EVICT_AFTER`], so the cost is amortized over all requests.
-    pub fn maybe_sweep(&mut self, now: Instant) {
-        match self.next_sweep {
-            Some(t) if now < t => return,
-            None => {
-                self.next_sweep = Some(now + EVICT_AFTER);
+    /// Evicts a few lanes from the old end that are idle for [`EVICT_AFTER`] and remember
+    /// nothing (constant work per call, whatever the number of lanes).
+    pub fn evict_idle(&mut self, now: Instant) {
+        for _ in 0..EVICT_PER_CALL {
+            let old = self.lanes.lru.peek_lru().is_some_and(|(_, l)| {
+                now.saturating_duration_since(l.last_used) >= EVICT_AFTER && l.is_rested(now)
+            });
+            if !old {
                 return;
             }
-            _ => {}
+            self.evict_lru(now);
         }
-        self.next_sweep = Some(now + EVICT_AFTER);
-        self.lanes.retain(|_, l| {
-            !(l.queue.is_empty()
-                && now.saturating_duration_since(l.last_used) >= EVICT_AFTER
-                && l.budget.is_rested(now)
-                && l.blocked_until.is_none_or(|t| t <= now)
-                && l.endpoint_pauses.iter().all(|(_, t)| *t <= now))
-        });
-        let lanes = &self.lanes;
-        self.groups.retain(|id, g| {
-            let used = lanes.values().any(|l| &l.group == id);
-            used || !g.waiting.is_empty() || g.workspace.as_ref().is_some_and(|b| !b.is_rested(now))
-        });
+    }
+
+    /// Makes room for one more lane: evicts the least recently used lane nobody waits in,
+    /// passing over at most [`BUSY_SKIPS`] busy ones (they become the most recent). `false`
+    /// when every lane looked at has waiting requests: the table is full of busy tokens.
+    pub fn make_room(&mut self, now: Instant) -> bool {
+        if self.lanes.len() < self.lanes.max {
+            return true;
+        }
+        for _ in 0..BUSY_SKIPS {
+            let busy = match self.lanes.lru.peek_lru() {
+                Some((_, l)) => !l.queue.is_empty(),
+                None => return true,
+            };
+            if !busy {
+                self.evict_lru(now);
+                return true;
+            }
+            if let Some(k) = self.lanes.lru.peek_lru().map(|(k, _)| *k) {
+                self.lanes.lru.promote(&k);
+            }
+        }
+        false
+    }
+
+    /// Evicts the least recently used lane, and its group when nothing else is in it and it
+    /// remembers nothing.
+    fn evict_lru(&mut self, now: Instant) {
+        let Some((key, lane)) = self.lanes.remove_lru() else {
+            return;
+        };
+        crate::metrics::lane_evicted(lane.is_rested(now));
+        let Some(group) = self.groups.get_mut(&lane.group) else {
+            return;
+        };
+        group.waiting.retain(|k| *k != key);
+        group.members = group.members.saturating_sub(1);
+        let gone = match &lane.group {
+            GroupId::Solo(_) => true,
+            GroupId::Workspace(_) => {
+                group.members == 0
+                    && group.waiting.is_empty()
+                    && group.workspace.as_ref().is_none_or(|b| b.is_rested(now))
+            }
+        };
+        if gone {
+            self.groups.remove(&lane.group);
+            if let GroupId::Workspace(w) = &lane.group {
+                self.workspaces.remove(w);
+            }
+        }
     }
 }
 
@@ -312,7 +467,8 @@ pub(super) fn new_lane(
     };
     groups
         .entry(group.clone())
-        .or_insert_with(|| new_group(limits, redis, &group, per_minute, now));
+        .or_insert_with(|| new_group(limits, redis, &group, per_minute, now))
+        .members += 1;
     let budget = match smoothing {
         Some(s) => Budget::new(s.rate, s.burst, limits.adaptive, now),
         None => Budget::unsmoothed(limits.adaptive, now),
@@ -339,6 +495,7 @@ pub(super) fn new_lane(
         discovery,
         pushbacks: Pushbacks::default(),
         plan,
+        configured: integration.is_some(),
     }
 }
 
@@ -378,6 +535,7 @@ fn new_group(
         waiting: VecDeque::new(),
         dispatcher: None,
         pushbacks: Pushbacks::default(),
+        members: 0,
     }
 }
 
@@ -421,6 +579,7 @@ impl State {
         if !matches!(lane.group, GroupId::Solo(_)) {
             return None;
         }
+        self.workspaces.insert(name.clone());
         let to = GroupId::Workspace(name);
         let from = std::mem::replace(&mut lane.group, to.clone());
         let waiting = !lane.queue.is_empty();
@@ -434,6 +593,7 @@ impl State {
             .groups
             .entry(to.clone())
             .or_insert_with(|| new_group(limits, redis, &to, per_minute, now));
+        group.members += 1;
         // What the token sent lately was the workspace's too.
         if let (Some(ws), Some(own)) = (
             group.workspace.as_mut().and_then(Budget::window_mut),

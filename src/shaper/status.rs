@@ -10,11 +10,20 @@ use super::outcomes::UpstreamStatus;
 use super::state::{Discovery, GroupId, Pushbacks, State};
 use super::window::WINDOW;
 
-/// `/status`'s view of the shaper.
+/// Tokens without a configured name shown in `/status`, the most recently used first.
+pub const OTHERS_SHOWN: usize = 20;
+
+/// `/status`'s view of the shaper: every configured integration, every workspace, and the
+/// [`OTHERS_SHOWN`] most recently used other tokens (the rest are counted, not listed: a
+/// snapshot costs the same whatever the number of tokens).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Snapshot {
     pub tokens: Vec<KeyStatus>,
     pub workspaces: Vec<KeyStatus>,
+    /// Tokens the shaper holds state for (`limits.max_tokens` at most).
+    pub tokens_total: usize,
+    /// Requests waiting for tokens without a configured name (listed or not).
+    pub queued_other_tokens: usize,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -60,6 +69,9 @@ pub struct KeyStatus {
     /// What Notion answered this token's attempts (tokens only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamStatus>,
+    /// A configured integration (tokens).
+    #[serde(skip)]
+    pub configured: bool,
 }
 
 /// A key's window.
@@ -82,10 +94,19 @@ pub struct WindowStatus {
 }
 
 impl Snapshot {
-    /// Every key's gauges for `/metrics`.
+    /// The gauges for `/metrics`: one series per configured integration and per workspace, and
+    /// the queue depth of every other token together under `other` (labels stay bounded).
     pub fn gauges(self) -> impl Iterator<Item = crate::metrics::KeyGauges> {
+        let other = crate::metrics::KeyGauges {
+            integration: super::state::OTHER_LABEL.to_string(),
+            queued: self.queued_other_tokens,
+            effective_rate: 0.0,
+            paused_s: 0.0,
+            window: None,
+        };
         self.tokens
             .into_iter()
+            .filter(|k| k.configured)
             .chain(self.workspaces)
             .map(|k| crate::metrics::KeyGauges {
                 integration: k.key,
@@ -94,6 +115,7 @@ impl Snapshot {
                 paused_s: k.paused_for_s.unwrap_or(0.0),
                 window: k.window.map(|w| (w.used, w.budget)),
             })
+            .chain(std::iter::once(other))
     }
 }
 
@@ -143,6 +165,7 @@ impl KeyStatus {
             blocked_for_s: None,
             paused_endpoints: BTreeMap::new(),
             upstream: None,
+            configured: false,
         }
     }
 }
@@ -163,11 +186,22 @@ impl KeyStatus {
 }
 
 impl State {
-    /// Every key's state at `now`.
+    /// The shaper's state at `now`: configured integrations, workspaces, and the most recently
+    /// used other tokens (work bounded by the configuration, not the number of tokens).
     pub(super) fn snapshot(&self, now: Instant) -> Snapshot {
-        let mut tokens: Vec<KeyStatus> = self
+        let configured = self
             .lanes
-            .values()
+            .configured
+            .iter()
+            .filter_map(|k| self.lanes.get(k));
+        let others = self
+            .lanes
+            .iter()
+            .map(|(_, l)| l)
+            .filter(|l| !l.configured)
+            .take(OTHERS_SHOWN);
+        let mut tokens: Vec<KeyStatus> = configured
+            .chain(others)
             .map(|l| KeyStatus {
                 key: l.label.to_string(),
                 workspace: match &l.group {
@@ -194,29 +228,43 @@ impl State {
                     .map(|(r, t)| (*r, round3((*t - now).as_secs_f64())))
                     .collect(),
                 upstream: Some(l.outcomes.status(now)),
+                configured: l.configured,
                 ..KeyStatus::of(&l.budget, &l.pushbacks, now).counted_in(l.remote.as_ref())
             })
             .collect();
-        tokens.sort_by(|a, b| a.key.cmp(&b.key));
+        tokens.sort_by(|a, b| (!a.configured, &a.key).cmp(&(!b.configured, &b.key)));
         let mut workspaces: Vec<KeyStatus> = self
-            .groups
+            .workspaces
             .iter()
-            .filter_map(|(id, g)| match (id, g.workspace.as_ref()) {
-                (GroupId::Workspace(name), Some(b)) => Some(KeyStatus {
+            .filter_map(|name| {
+                let g = self.groups.get(&GroupId::Workspace(name.clone()))?;
+                let b = g.workspace.as_ref()?;
+                let queued = g
+                    .waiting
+                    .iter()
+                    .filter_map(|k| self.lanes.get(k))
+                    .map(|l| l.queue.len())
+                    .sum();
+                Some(KeyStatus {
                     key: name.to_string(),
+                    queued,
                     ..KeyStatus::of(b, &g.pushbacks, now).counted_in(g.remote.as_ref())
-                }),
-                _ => None,
+                })
             })
             .collect();
-        for w in &mut workspaces {
-            w.queued = tokens
-                .iter()
-                .filter(|t| t.workspace.as_deref() == Some(&w.key))
-                .map(|t| t.queued)
-                .sum();
-        }
         workspaces.sort_by(|a, b| a.key.cmp(&b.key));
-        Snapshot { tokens, workspaces }
+        let queued_configured: usize = self
+            .lanes
+            .configured
+            .iter()
+            .filter_map(|k| self.lanes.get(k))
+            .map(|l| l.queue.len())
+            .sum();
+        Snapshot {
+            tokens,
+            workspaces,
+            tokens_total: self.lanes.len(),
+            queued_other_tokens: self.queued.saturating_sub(queued_configured),
+        }
     }
 }

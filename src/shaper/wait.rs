@@ -28,7 +28,9 @@ impl Drop for WaitGuard<'_> {
             return;
         };
         let id = self.id;
-        if lane.queue.remove_where(&self.caller, |w| w.id == id) > 0 {
+        let removed = lane.queue.remove_where(&self.caller, |w| w.id == id);
+        if removed > 0 {
+            st.queued = st.queued.saturating_sub(removed);
             return;
         }
         // Released just now, but nobody will send it: refund whichever budget paid.
@@ -96,6 +98,7 @@ mod tests {
             let st = &mut *st;
             let lane = state::new_lane(&inner.limits, Some(&redis), b"tok", 7, &mut st.groups, now);
             st.lanes.insert(7, lane);
+            st.queued += 1;
             let (tx, rx) = oneshot::channel();
             let lane = st.lanes.get_mut(&7).unwrap();
             lane.queue.push(
@@ -118,7 +121,11 @@ mod tests {
             assert!(st.groups.contains_key(&GroupId::Solo(7)));
             (7, rx)
         };
-        let spent = inner.lock().lanes[&lane_key]
+        let spent = inner
+            .lock()
+            .lanes
+            .get(&lane_key)
+            .unwrap()
             .remote
             .as_ref()
             .unwrap()
@@ -132,7 +139,11 @@ mod tests {
             id: 1,
             rx: Some(rx),
         });
-        let after = inner.lock().lanes[&lane_key]
+        let after = inner
+            .lock()
+            .lanes
+            .get(&lane_key)
+            .unwrap()
             .remote
             .as_ref()
             .unwrap()

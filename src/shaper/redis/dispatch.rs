@@ -250,6 +250,7 @@ impl State {
             return false;
         };
         while let Some((_, w)) = lane.queue.pop(background) {
+            self.queued = self.queued.saturating_sub(1);
             if w.tx.send(Release { at: now, paid_by }).is_ok() {
                 lane.last_used = now;
                 handed = true;

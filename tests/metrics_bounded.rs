@@ -1,0 +1,74 @@
+//! `/metrics` stays the same size however many tokens arrive (docs/behaviour.md §5): only
+//! configured integrations and workspaces have their own `integration` label; every other token
+//! is `other`. In its own binary: the Prometheus recorder is process-wide.
+
+mod support;
+
+use http::Method;
+use support::*;
+
+fn integration_labels(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_once("integration=\""))
+        .filter_map(|(_, rest)| rest.split_once('"'))
+        .map(|(v, _)| v.to_string())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_tokens_do_not_grow_the_metrics() {
+    let notion = FakeNotion::start().await;
+    let mut cfg = config_for(&notion);
+    cfg.limits
+        .integrations
+        .push(notion_gateway::config::Integration {
+            name: "sync-job".into(),
+            token_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                b"ntn_configured",
+            ))
+            .into(),
+            plan: notion_gateway::config::Plan::Standard,
+            per_minute: 180,
+            smoothing: None,
+            workspace: None,
+        });
+    let gw = TestGateway::start(cfg).await;
+    let send = |token: String| {
+        let req = gw
+            .request_as(Method::GET, "/v1/users/me", &token)
+            .body(empty())
+            .unwrap();
+        gw.send(req)
+    };
+    assert_eq!(send("ntn_configured".into()).await.status, 200);
+    for i in 0..5 {
+        notion.push(Reply::rate_limited_because(
+            1,
+            "public_api_request_rate_limit",
+        ));
+        assert_eq!(send(format!("ntn_random_{i}")).await.status, 200);
+    }
+    let small = gw.get("/metrics").await.body.len();
+    for i in 5..400 {
+        if i % 10 == 0 {
+            notion.push(Reply::rate_limited_because(
+                1,
+                "public_api_request_rate_limit",
+            ));
+        }
+        assert_eq!(send(format!("ntn_random_{i}")).await.status, 200);
+    }
+    let text = String::from_utf8_lossy(&gw.get("/metrics").await.body).into_owned();
+    let labels = integration_labels(&text);
+    assert_eq!(
+        labels,
+        ["other", "sync-job"]
+            .map(String::from)
+            .into_iter()
+            .collect(),
+        "{text}"
+    );
+    // Histogram counts change, the series do not: the text grows by digits only.
+    assert!(text.len() < small + 2048, "{small} -> {} bytes", text.len());
+}

@@ -546,3 +546,34 @@ async fn discovery_waits_for_budget_nobody_else_wants() {
     let status = gw.get("/status").await.json();
     assert_eq!(status["tokens"][0]["workspace_from"], "discovered");
 }
+
+/// A budget Notion's 429 lowered is remembered for an hour, and `/status` says so and when it
+/// ends; an idle token then shows its configured budget again, not a lowered one for ever.
+#[tokio::test(start_paused = true)]
+async fn a_learned_budget_shows_when_it_ends_and_is_forgotten_after_an_hour() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    assert!(batch(&gw, "ntn_learner", 100)
+        .await
+        .iter()
+        .all(|s| *s == 200));
+    notion.push(Reply::rate_limited_because(
+        20,
+        "public_api_request_rate_limit",
+    ));
+    assert_eq!(
+        gw.send(get_as(&gw, "/v1/pages/x", "ntn_learner"))
+            .await
+            .status,
+        200
+    );
+    let w = gw.get("/status").await.json()["tokens"][0]["window"].clone();
+    assert_eq!(w["learned"], true, "{w}");
+    assert!(w["budget"].as_u64().unwrap() < 180, "{w}");
+    let left = w["forgotten_in_s"].as_f64().unwrap();
+    assert!((3500.0..=3600.0).contains(&left), "{w}");
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    let w = gw.get("/status").await.json()["tokens"][0]["window"].clone();
+    assert_eq!(w["learned"], false, "{w}");
+    assert_eq!(w["budget"], 180, "{w}");
+}

@@ -1,6 +1,6 @@
 //! Configuration: read from layered sources, then validated into the types the gateway uses.
 //!
-//! Precedence (PRODUCT.md P6): embedded defaults < TOML file (`--config`) < `NOTION_GATEWAY_*`
+//! Precedence (docs/behaviour.md §6): embedded defaults < TOML file (`--config`) < `NOTION_GATEWAY_*`
 //! environment variables (nested keys joined with `__`, e.g. `NOTION_GATEWAY_UPSTREAM__URL`) <
 //! command-line flags. [`figment`] merges the layers and remembers where each value came from,
 //! so every error names the key and its source.
@@ -98,7 +98,7 @@ pub struct LimitsConfig {
     pub shared: Option<SharedBudgets>,
 }
 
-/// Where replicas keep their shared budgets (PRODUCT.md P7).
+/// Where replicas keep their shared budgets (docs/behaviour.md §7).
 #[derive(Debug, Clone)]
 pub struct SharedBudgets {
     /// `redis://…` (may hold a password: print it through [`redact_userinfo`]).

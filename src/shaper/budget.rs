@@ -140,17 +140,23 @@ impl Budget {
         }
     }
 
-    /// Configured and effective smoothing rate and the burst, unless [`Budget::unsmoothed`].
-    pub fn smoothing(&self) -> Option<(f64, f64, u32)> {
+    /// Configured and effective smoothing rate (as of `now`: a learned rate an hour old is
+    /// forgotten) and the burst, unless [`Budget::unsmoothed`].
+    pub fn smoothing(&self, now: Instant) -> Option<(f64, f64, u32)> {
+        let effective = if self.learned_rate_forgotten(now) {
+            self.configured
+        } else {
+            self.effective
+        };
         self.smoothed
-            .then_some((self.configured, self.effective, self.burst))
+            .then_some((self.configured, effective, self.burst))
     }
 
     /// A `share` of this budget (at least one request), idle at `now`: what a replica uses
     /// alone while the budgets shared through Redis are out of reach.
     pub fn share(&self, share: f64, now: Instant) -> Self {
         let part = |n: u32| ((f64::from(n) * share).floor() as u32).max(1);
-        let mut b = match self.smoothing() {
+        let mut b = match self.smoothing(now) {
             Some((rate, _, burst)) => Budget::new(rate * share, part(burst), self.adaptive, now),
             None => Budget::unsmoothed(self.adaptive, now),
         };
@@ -198,6 +204,7 @@ impl Budget {
     /// its rate learns nothing about Notion's limit, so quiet time does not raise it (TCP does
     /// not grow an application-limited window either).
     pub fn admit(&mut self, now: Instant, backlogged: bool) -> Result<(), Instant> {
+        self.forget_learned_rate(now);
         if backlogged {
             self.recover(now);
         } else {
@@ -220,6 +227,7 @@ impl Budget {
     /// Takes the recovery steps due by `now` for a key whose requests wait, so that
     /// [`Budget::ready_at`] answers for the rate [`Budget::admit`] will apply.
     pub fn catch_up(&mut self, now: Instant) {
+        self.forget_learned_rate(now);
         self.recover(now);
         if let Some(w) = self.window.as_mut() {
             w.forget_if_due(now);
@@ -310,6 +318,22 @@ impl Budget {
             self.last_decrease = Some(now);
             self.last_step = now;
         }
+    }
+
+    /// A rate lowered by Notion's 429s is forgotten [`FORGET_LEARNED`] after the last one (an
+    /// idle key learns nothing meanwhile, and a lowered rate shown for ever would be a lie).
+    fn forget_learned_rate(&mut self, now: Instant) {
+        if self.learned_rate_forgotten(now) && self.effective < self.configured {
+            self.ceiling = None;
+            self.recent_decreases = 0;
+            self.last_step = now;
+            self.set_effective(self.configured, now);
+        }
+    }
+
+    fn learned_rate_forgotten(&self, now: Instant) -> bool {
+        self.last_429
+            .is_some_and(|t| now.saturating_duration_since(t) >= FORGET_LEARNED)
     }
 
     /// Takes the increase steps due by `now`.

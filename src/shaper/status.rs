@@ -89,6 +89,9 @@ pub struct WindowStatus {
     pub resets_in_s: Option<f64>,
     /// A 429 taught a lower budget than configured (forgotten after an hour).
     pub learned: bool,
+    /// Seconds until a learned budget is forgotten.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forgotten_in_s: Option<f64>,
     /// The budget is still a guess (a workspace's undisclosed limit).
     pub provisional: bool,
 }
@@ -127,17 +130,25 @@ impl KeyStatus {
     fn of(b: &Budget, pushbacks: &Pushbacks, now: Instant) -> Self {
         let window = b.window().map(|w| WindowStatus {
             used: w.used(now),
-            budget: w.budget(),
+            // A learned budget due to be forgotten is shown forgotten (it is, at the next use).
+            budget: match w.learned_until() {
+                Some(t) if t <= now => w.configured(),
+                _ => w.budget(),
+            },
             configured: w.configured(),
             burst: w.burst(),
             resets_in_s: w.frees_at(now).map(|t| round3((t - now).as_secs_f64())),
-            learned: w.is_learned(),
+            learned: w.learned_until().is_some_and(|t| t > now),
+            forgotten_in_s: w
+                .learned_until()
+                .filter(|t| *t > now)
+                .map(|t| round3((t - now).as_secs_f64())),
             provisional: w.is_provisional(),
         });
         let per_second = window
             .as_ref()
             .map(|w| f64::from(w.budget) / WINDOW.as_secs_f64());
-        let (rate, effective, burst) = match b.smoothing() {
+        let (rate, effective, burst) = match b.smoothing(now) {
             Some((rate, effective, burst)) => (
                 rate,
                 per_second.map_or(effective, |w| effective.min(w)),

@@ -129,6 +129,11 @@ impl Window {
         self.learned_at.is_some()
     }
 
+    /// When a learned budget is forgotten ([`FORGET_LEARNED`] after the 429 that taught it).
+    pub fn learned_until(&self) -> Option<Instant> {
+        self.learned_at.map(|t| t + FORGET_LEARNED)
+    }
+
     /// Requests that may go at once on an idle key: a sixth of the budget, at least one.
     pub fn burst(&self) -> u32 {
         (self.budget / 6).max(1)

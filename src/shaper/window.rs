@@ -325,11 +325,14 @@ impl Window {
         };
         let begun = now.checked_sub(back).unwrap_or(self.epoch);
         let begun_us = self.us(begun);
-        // Buckets wholly inside Notion's window (fewer, never more); the rejected one was ours.
+        // Buckets that end inside Notion's window: a bucket straddling its start counts whole
+        // (too many by at most a bucket's releases; the next window's 429, if any, lowers the
+        // budget further, where too few would hold it low for an hour). The rejected request
+        // was ours too: it is taken off below.
         let counted: u32 = self
             .buckets
             .iter()
-            .filter(|(b, _)| u64::from(*b) * BUCKET_US >= begun_us)
+            .filter(|(b, _)| (u64::from(*b) + 1) * BUCKET_US > begun_us)
             .map(|(_, c)| c)
             .sum();
         let admitted = counted.saturating_sub(1);

@@ -156,7 +156,7 @@ local function window_learn(s, retry_after)
   local begun = now - back
   local counted = 0
   for _, b in ipairs(s.buckets) do
-    if b[1] * BUCKET >= begun then counted = counted + b[2] end
+    if (b[1] + 1) * BUCKET > begun then counted = counted + b[2] end
   end
   local admitted = math.max(counted - 1, 0)
   if admitted < math.floor(s.wb / 4) then admitted = math.floor(s.wb / 2) end

@@ -257,11 +257,32 @@ impl Window {
     pub fn absorb(&mut self, other: &Window, now: Instant) {
         for &(b, count) in &other.buckets {
             let at = other.epoch + BUCKET * b;
-            if at < self.epoch || at + Duration::from_micros(LIVE_US) <= now {
+            if at + Duration::from_micros(LIVE_US) <= now {
                 continue;
             }
+            // The workspace's window is usually younger than the token's (it begins when the
+            // workspace is discovered): reach back so that the token's releases keep their time.
+            self.reach_back(at);
             for _ in 0..count {
                 self.record_at(at, now);
+            }
+        }
+    }
+
+    /// Moves bucket 0 back by whole buckets until it begins no later than `t` (the buckets'
+    /// times stay the same).
+    fn reach_back(&mut self, t: Instant) {
+        let gap = self.epoch.saturating_duration_since(t).as_micros();
+        if gap == 0 {
+            return;
+        }
+        let Ok(k) = u32::try_from(gap.div_ceil(u128::from(BUCKET_US))) else {
+            return;
+        };
+        if let Some(epoch) = self.epoch.checked_sub(BUCKET * k) {
+            self.epoch = epoch;
+            for bucket in &mut self.buckets {
+                bucket.0 += k;
             }
         }
     }
@@ -615,6 +636,27 @@ mod tests {
         );
         w.forget_if_due(t0 + FORGET_LEARNED + s(601.0));
         assert_eq!(w.budget(), BUSINESS, "forgotten after an hour");
+    }
+
+    /// A token's releases before its workspace was known count in the workspace's window
+    /// when it joins, at their own time: they free up when they would have in the token's.
+    #[test]
+    fn a_joining_token_brings_its_releases_at_their_time() {
+        let t0 = Instant::now();
+        let mut token = Window::new(STANDARD, t0);
+        for _ in 0..25 {
+            token.record(t0 + s(0.01));
+        }
+        token.record(t0 + s(0.3));
+        let joined = t0 + s(0.5);
+        let mut ws = Window::provisional(360, joined);
+        ws.record(joined);
+        ws.absorb(&token, joined);
+        assert_eq!(ws.used(joined), 27);
+        // The burst's bucket stops counting a span after it began, not after the join.
+        let later = t0 + SPAN + BUCKET + s(0.01);
+        assert_eq!(ws.used(later), 2);
+        assert_eq!(token.used(later), 1);
     }
 
     #[test]

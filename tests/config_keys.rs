@@ -399,21 +399,7 @@ async fn client_weights_give_a_caller_more_turns() {
         );
     }
     let gw = TestGateway::start(cfg).await;
-    let mut calls = Vec::new();
-    for caller in ["heavy", "light"] {
-        for i in 0..8 {
-            let req = gw
-                .request(Method::GET, &format!("/v1/users/{caller}-{i}"))
-                .header("x-gateway-client", caller)
-                .body(empty())
-                .unwrap();
-            calls.push(tokio::spawn(gw.send_detached(req)));
-        }
-        tokio::time::sleep(ms(5)).await;
-    }
-    for c in calls {
-        assert_eq!(c.await.unwrap().status, 200);
-    }
+    gw.send_as_callers(&["heavy", "light"], 8).await;
     let order: Vec<String> = notion.received().iter().map(|r| r.uri.clone()).collect();
     // The first heavy request left at once; of the next eight, both callers waiting:
     let heavy = order[1..9].iter().filter(|p| p.contains("heavy")).count();

@@ -83,21 +83,7 @@ async fn a_bound_weight_cannot_be_claimed_from_another_address() {
     known(&mut cfg, "reports", 3, &["10.9.9.9/32"]);
     known(&mut cfg, "wiki", 1, &[]);
     let gw = TestGateway::start(cfg).await;
-    let mut calls = Vec::new();
-    for caller in ["reports", "wiki"] {
-        for i in 0..8 {
-            let req = gw
-                .request(Method::GET, &format!("/v1/users/{caller}-{i}"))
-                .header("x-gateway-client", caller)
-                .body(empty())
-                .unwrap();
-            calls.push(tokio::spawn(gw.send_detached(req)));
-        }
-        tokio::time::sleep(ms(5)).await;
-    }
-    for c in calls {
-        assert_eq!(c.await.unwrap().status, 200);
-    }
+    gw.send_as_callers(&["reports", "wiki"], 8).await;
     let order: Vec<String> = notion.received().iter().map(|r| r.uri.clone()).collect();
     // Equal shares (1:1), not the bound 3:1.
     let reports = order[1..9].iter().filter(|p| p.contains("reports")).count();

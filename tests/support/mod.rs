@@ -118,6 +118,26 @@ impl TestGateway {
         }
     }
 
+    /// Each caller in turn (5 ms apart) queues `each` GETs `/v1/users/<caller>-<i>` named by
+    /// `X-Gateway-Client`; waits until every one was answered 200.
+    pub async fn send_as_callers(&self, callers: &[&str], each: usize) {
+        let mut calls = Vec::new();
+        for caller in callers {
+            for i in 0..each {
+                let req = self
+                    .request(Method::GET, &format!("/v1/users/{caller}-{i}"))
+                    .header("x-gateway-client", *caller)
+                    .body(empty())
+                    .unwrap();
+                calls.push(tokio::spawn(self.send_detached(req)));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        for c in calls {
+            assert_eq!(c.await.unwrap().status, 200);
+        }
+    }
+
     /// Sends and returns the response head with its body still streaming.
     pub async fn send_streaming(
         &self,

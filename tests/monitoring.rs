@@ -307,6 +307,22 @@ async fn a_real_prometheus_answers_every_dashboard_and_alert_expression() {
     let notion = FakeNotion::start().await;
     let mut cfg = config_for(&notion);
     cfg.limits.max_queue = 1;
+    // The per-integration panels show configured integrations only (labels stay bounded), so the
+    // test token is one, as a team's tokens would be.
+    cfg.limits
+        .integrations
+        .push(notion_gateway::config::Integration {
+            name: "sync-job".into(),
+            token_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
+                <sha2::Sha256 as sha2::Digest>::new(),
+                b"ntn_test_token_0001",
+            ))
+            .into(),
+            plan: notion_gateway::config::Plan::Standard,
+            per_minute: 180,
+            smoothing: None,
+            workspace: None,
+        });
     let gw = TestGateway::start(cfg).await;
     // Traffic before the first scrape and again between scrapes, so rates are not all zero.
     traffic(&gw, &notion).await;

@@ -131,6 +131,7 @@ pub fn install() -> Option<PrometheusHandle> {
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
             describe();
+            zero_alert_counters();
             metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             Some(handle)
         })
@@ -321,6 +322,27 @@ pub fn redis_call(op: &'static str, took: Duration, ok: bool) {
 
 pub fn shared_budgets(shared: bool) {
     metrics::gauge!(SHARED_BUDGETS).set(if shared { 1.0 } else { 0.0 });
+}
+
+/// Outcomes of an upstream attempt (`outcome` label of `notion_gateway_upstream_attempts_total`).
+pub const ATTEMPT_OUTCOMES: &[&str] = &[
+    "2xx", "4xx", "429", "529", "5xx", "connect", "reset", "timeout", "error",
+];
+/// Rejection reasons the alert rules name (config/prometheus/alerts.yml).
+pub const ALERTED_REJECTIONS: &[&str] = &["queue_full", "max_wait", "queue_expired"];
+
+/// The counters the alert rules read exist at zero from start-up ("avoid missing metrics"):
+/// `NotionUpstreamFailing` compares the 2xx/4xx attempts with `== 0`, which an absent series never
+/// satisfies, so a gateway started while Notion is down would not alert. The attempts are
+/// recorded under the `unknown` route (no real route is invented).
+fn zero_alert_counters() {
+    for outcome in ATTEMPT_OUTCOMES {
+        metrics::counter!(UPSTREAM_ATTEMPTS, "route" => crate::catalogue::UNKNOWN, "outcome" => *outcome)
+            .absolute(0);
+    }
+    for reason in ALERTED_REJECTIONS {
+        metrics::counter!(REJECTIONS, "reason" => *reason).absolute(0);
+    }
 }
 
 pub fn rejection(reason: &'static str) {

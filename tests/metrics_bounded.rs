@@ -72,3 +72,23 @@ async fn random_tokens_do_not_grow_the_metrics() {
     // Histogram counts change, the series do not: the text grows by digits only.
     assert!(text.len() < small + 2048, "{small} -> {} bytes", text.len());
 }
+
+/// The counters the alert rules read exist at zero before any traffic (a rule comparing with
+/// `== 0` never holds on an absent series: a gateway started while Notion is down would not
+/// alert).
+#[tokio::test(start_paused = true)]
+async fn alerted_counters_exist_at_zero_from_start_up() {
+    let notion = FakeNotion::start().await;
+    let gw = TestGateway::start(config_for(&notion)).await;
+    let text = String::from_utf8_lossy(&gw.get("/metrics").await.body).into_owned();
+    for outcome in ["2xx", "4xx", "5xx", "connect", "reset", "timeout"] {
+        let series = format!(
+            "notion_gateway_upstream_attempts_total{{route=\"unknown\",outcome=\"{outcome}\"}}"
+        );
+        assert!(text.contains(&series), "{series} missing");
+    }
+    for reason in ["queue_full", "max_wait", "queue_expired"] {
+        let series = format!("notion_gateway_rejections_total{{reason=\"{reason}\"}}");
+        assert!(text.contains(&series), "{series} missing");
+    }
+}

@@ -86,6 +86,11 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
         "tokens_total": shaper.tokens_total,
         "queued_other_tokens": shaper.queued_other_tokens,
         "workspaces": shaper.workspaces,
+        // Who may use the gateway, and every gateway key by name (never the key).
+        "access": {
+            "mode": gw.access.mode().name(),
+            "keys": gw.access.status(),
+        },
     }))
     .into_response()
 }

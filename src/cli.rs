@@ -48,6 +48,22 @@ pub enum Command {
     /// and by request size, the peak error hour, slowest routes, retries, and Notion request
     /// ids of failures.
     Report(ReportArgs),
+    /// Gateway keys for a team sharing one gateway (docs/team.md).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand, Clone, PartialEq, Eq)]
+pub enum KeysCommand {
+    /// Print a new random gateway key (once: it is not stored anywhere) and the [[keys]]
+    /// entry with its digest to paste into the configuration file.
+    New {
+        /// The key's name: shown in logs, metrics and /status.
+        name: String,
+        /// The [[integrations]] entry whose token and budgets the key uses.
+        #[arg(long, value_name = "INTEGRATION")]
+        integration: String,
+    },
 }
 
 #[derive(Debug, Args, Clone, PartialEq, Eq)]

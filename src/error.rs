@@ -68,6 +68,17 @@ pub enum GatewayError {
     /// No `Authorization` header: there is no budget to charge and Notion would refuse it.
     #[error("the request has no Authorization header; send the integration token as `Authorization: Bearer <token>`")]
     Unauthorized,
+    /// A bearer credential with the gateway-key prefix that is no configured key (wrong,
+    /// revoked, malformed). Never forwarded: Notion must not see gateway keys.
+    #[error("the gateway key is not valid (unknown, revoked or malformed); ask the gateway's operator for a key (notion-gateway keys new)")]
+    UnknownKey,
+    /// A Notion token where `access.mode` accepts only gateway keys (and, in `configured`
+    /// mode, the tokens of configured integrations).
+    #[error("this gateway accepts only gateway keys (access.mode); send `Authorization: Bearer <your gateway key>`")]
+    KeysOnly,
+    /// The key's own `rate` would make the request wait longer than allowed.
+    #[error("this gateway key's own rate (keys.rate) is spoken for: retry after {retry_after} s")]
+    KeyRate { retry_after: u64 },
     /// The token's queue is full (`limits.max_queue`).
     #[error("{queued} requests for this token are already waiting (limits.max_queue); retry after {retry_after} s")]
     QueueFull { queued: usize, retry_after: u64 },
@@ -154,7 +165,8 @@ impl GatewayError {
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ShuttingDown | ConnectionsBusy(_) | TokensFull(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Unauthorized | UnknownKey | KeysOnly => StatusCode::UNAUTHORIZED,
+            KeyRate { .. } => StatusCode::TOO_MANY_REQUESTS,
             InvalidPath(_) | DuplicateAuthorization | ConnectionNamesEndToEnd(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -180,7 +192,8 @@ impl GatewayError {
             }
             UpstreamTimeout(_) | DeadlineExceeded(_) => "gateway_timeout",
             ShuttingDown | ConnectionsBusy(_) | TokensFull(_) => "service_unavailable",
-            Unauthorized => "unauthorized",
+            Unauthorized | UnknownKey | KeysOnly => "unauthorized",
+            KeyRate { .. } => "rate_limited",
             InvalidPath(_) => "invalid_request_url",
             DuplicateAuthorization | ConnectionNamesEndToEnd(_) => "invalid_request",
             QueueFull { .. } | WaitTooLong { .. } | QueueExpired { .. } | Blocked { .. } => {
@@ -198,6 +211,7 @@ impl GatewayError {
             GatewayError::QueueExpired { .. } => Some("gateway_queue_expired"),
             GatewayError::ShuttingDown => Some("gateway_draining"),
             GatewayError::TokensFull(_) => Some("gateway_tokens_full"),
+            GatewayError::KeyRate { .. } => Some("gateway_key_rate"),
             // Notion's own reason: the token is answered here because Notion said so.
             GatewayError::Blocked { .. } => Some("public_api_request_blocked"),
             _ => None,
@@ -225,7 +239,8 @@ impl GatewayError {
             GatewayError::QueueFull { retry_after, .. }
             | GatewayError::WaitTooLong { retry_after }
             | GatewayError::QueueExpired { retry_after }
-            | GatewayError::Blocked { retry_after } => Some(*retry_after),
+            | GatewayError::Blocked { retry_after }
+            | GatewayError::KeyRate { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -248,6 +263,9 @@ impl GatewayError {
             DeadlineExceeded(_) => "deadline_exceeded",
             ShuttingDown => "shutting_down",
             Unauthorized => "no_authorization",
+            UnknownKey => "unknown_key",
+            KeysOnly => "keys_only",
+            KeyRate { .. } => "key_rate",
             QueueFull { .. } => "queue_full",
             WaitTooLong { .. } => "max_wait",
             QueueExpired { .. } => "queue_expired",

@@ -9,6 +9,7 @@
 //! * [`config`]: layered configuration (defaults < file < env < flags), validated into [`Config`].
 //! * [`server`]: [`run`] — accept loop, connection timeouts, graceful drain.
 //! * [`connections`]: connection slots: the oldest idle one makes room, a reserve for probes.
+//! * [`access`]: gateway keys and the access mode (who may use the gateway).
 //! * [`app`]: the HTTP surface: routes, and the guard that keeps it from being an open proxy.
 //! * [`gateway`]: the state every connection and request shares ([`gateway::Gateway`]).
 //! * [`request_id`]: `x-request-id` values the gateway makes.
@@ -32,6 +33,7 @@
 //! * [`report`]: `notion-gateway report`, the error analysis of a request log.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod app;
 pub mod body;

@@ -9,6 +9,9 @@ use notion_gateway::{config, telemetry};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Keys(keys)) = &cli.command {
+        return keys_command(keys);
+    }
     if let Some(Command::Doctor(args)) = &cli.command {
         return doctor(
             config::load(&cli.global.overrides()).map(|l| l.config),
@@ -30,8 +33,8 @@ fn main() -> ExitCode {
             print!("{}", loaded.to_redacted_toml());
             ExitCode::SUCCESS
         }
-        Command::Serve => serve(loaded.config, &loaded.warnings),
-        Command::Doctor(_) => ExitCode::from(2), // handled above
+        Command::Serve => serve(loaded.config, &loaded.warnings, cli.global.overrides()),
+        Command::Doctor(_) | Command::Keys(_) => ExitCode::from(2), // handled above
         Command::Healthcheck => healthcheck(loaded.config.server.listen),
         Command::Report(args) => report(&args, loaded.config.log.file.as_deref()),
     }
@@ -129,7 +132,35 @@ fn doctor(
     }
 }
 
-fn serve(config: notion_gateway::Config, warnings: &[String]) -> ExitCode {
+/// `notion-gateway keys new NAME --integration INTEGRATION`.
+fn keys_command(cmd: &notion_gateway::cli::KeysCommand) -> ExitCode {
+    let notion_gateway::cli::KeysCommand::New { name, integration } = cmd;
+    let key = match notion_gateway::access::new_key() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("notion-gateway keys new: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let digest = notion_gateway::access::key_digest_hex(&key);
+    let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    eprintln!(
+        "A new gateway key for {name}. Give it to its holder now: it is shown only once and          the gateway keeps only its digest. Add the entry below to the configuration file,          then reload the gateway (kill -HUP, or restart it)."
+    );
+    println!("{key}");
+    println!();
+    println!("[[keys]]");
+    println!("name = {}", quote(name));
+    println!("key_sha256 = \"{digest}\"");
+    println!("integration = {}", quote(integration));
+    ExitCode::SUCCESS
+}
+
+fn serve(
+    config: notion_gateway::Config,
+    warnings: &[String],
+    overrides: config::Overrides,
+) -> ExitCode {
     let _log_guard = telemetry::init(&config.log);
     for w in warnings {
         tracing::warn!("{w}");
@@ -160,7 +191,10 @@ fn serve(config: notion_gateway::Config, warnings: &[String]) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        match notion_gateway::run(config, listener, shutdown_signal()).await {
+        let reloads = reload_on_sighup(overrides);
+        match notion_gateway::server::run_reloading(config, listener, shutdown_signal(), reloads)
+            .await
+        {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("notion-gateway: {e}");
@@ -181,6 +215,41 @@ fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runt
         .build()
         .map_err(|e| eprintln!("notion-gateway: cannot start the async runtime: {e}"))
         .ok()
+}
+
+/// Each SIGHUP reads the configuration again from the same sources (file, environment,
+/// flags; token files re-read) and hands the result to the running gateway.
+fn reload_on_sighup(overrides: config::Overrides) -> notion_gateway::server::Reloads {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: configuration reloads are off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            // Off the runtime's threads: parsing a file of many keys must not stall requests.
+            let o = overrides.clone();
+            let loaded = tokio::task::spawn_blocking(move || config::load(&o))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map(|l| {
+                    for w in &l.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    l.config
+                });
+            if tx.send(loaded).is_err() {
+                return;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop((tx, overrides));
+    rx
 }
 
 /// Resolves on SIGTERM (docker stop, systemd) or SIGINT (Ctrl-C).

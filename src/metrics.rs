@@ -49,6 +49,12 @@ pub const NOTION_PUSHBACKS: &str = "notion_gateway_notion_pushbacks_total";
 /// Requests the gateway answered by itself, by `reason` (`queue_full`, `wait_too_long`,
 /// `body_too_large`, `unauthorized`, ...).
 pub const REJECTIONS: &str = "notion_gateway_rejections_total";
+/// Requests of each gateway key, by `key` (its configured name) and `status`.
+pub const KEY_REQUESTS: &str = "notion_gateway_key_requests_total";
+/// Time a gateway key's requests spent queued (its own rate and the budgets), by `key`.
+pub const KEY_QUEUE_WAIT: &str = "notion_gateway_key_queue_wait_seconds";
+/// Configuration reloads (SIGHUP), by `result` (`ok`, `error`).
+pub const CONFIG_RELOADS: &str = "notion_gateway_config_reloads_total";
 /// With `limits.backend = "redis"`: 1 while budgets are shared through Redis, 0 while this
 /// replica works alone on its local share because Redis is unreachable.
 pub const SHARED_BUDGETS: &str = "notion_gateway_shared_budgets";
@@ -84,6 +90,9 @@ pub const ALL: &[&str] = &[
     BUILD_INFO,
     CONNECTIONS_EVICTED,
     LANES_EVICTED,
+    KEY_REQUESTS,
+    KEY_QUEUE_WAIT,
+    CONFIG_RELOADS,
 ];
 
 /// Request, queue-wait buckets: milliseconds of a fast path up to a minute of queueing.
@@ -214,6 +223,19 @@ fn describe() {
         "One Redis call of the shared budgets, by op."
     );
     describe_gauge!(BUILD_INFO, "Always 1; the version label names the build.");
+    describe_counter!(
+        KEY_REQUESTS,
+        "Requests of each gateway key, by key name and status."
+    );
+    describe_histogram!(
+        KEY_QUEUE_WAIT,
+        Unit::Seconds,
+        "Time a gateway key's requests spent queued (its own rate and the budgets), by key."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Configuration reloads (SIGHUP), by result (ok, error)."
+    );
 }
 
 /// One budget key's gauges, as the shaper reports them when `/metrics` is read.
@@ -343,6 +365,21 @@ fn zero_alert_counters() {
     for reason in ALERTED_REJECTIONS {
         metrics::counter!(REJECTIONS, "reason" => *reason).absolute(0);
     }
+    for result in ["ok", "error"] {
+        metrics::counter!(CONFIG_RELOADS, "result" => result).absolute(0);
+    }
+}
+
+/// One request of a gateway key (`key`: its configured name, a bounded label).
+pub fn key_request(key: &std::sync::Arc<str>, status: u16, queued: Duration) {
+    metrics::counter!(KEY_REQUESTS, "key" => key.to_string(), "status" => status_label(status))
+        .increment(1);
+    metrics::histogram!(KEY_QUEUE_WAIT, "key" => key.to_string()).record(queued.as_secs_f64());
+}
+
+/// A configuration reload and how it ended.
+pub fn config_reload(ok: bool) {
+    metrics::counter!(CONFIG_RELOADS, "result" => if ok { "ok" } else { "error" }).increment(1);
 }
 
 pub fn rejection(reason: &'static str) {

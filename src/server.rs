@@ -30,7 +30,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_io_timeout::TimeoutStream;
 
@@ -57,6 +57,21 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let (_, reloads) = mpsc::unbounded_channel();
+    run_reloading(config, listener, shutdown, reloads).await
+}
+
+/// Reloaded configurations, or why a reload could not be read (the binary sends one per
+/// SIGHUP).
+pub type Reloads = mpsc::UnboundedReceiver<Result<Config, String>>;
+
+/// [`run`], applying each configuration that arrives on `reloads` ([`Gateway::reload`]).
+pub async fn run_reloading(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    reloads: Reloads,
+) -> Result<(), RunError> {
     let admin = match config.server.admin_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -65,7 +80,7 @@ pub async fn run(
         ),
         None => None,
     };
-    run_with_admin(config, listener, admin, shutdown).await
+    serve_all(config, listener, admin, shutdown, reloads).await
 }
 
 /// [`run`] with the admin listener already bound (tests bind port 0 and read it back).
@@ -75,10 +90,31 @@ pub async fn run_with_admin(
     admin: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let (_, reloads) = mpsc::unbounded_channel();
+    serve_all(config, listener, admin, shutdown, reloads).await
+}
+
+async fn serve_all(
+    config: Config,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: Reloads,
+) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let drain_timeout = config.server.drain_timeout;
     let gw = Arc::new(Gateway::new(config, stop_rx).map_err(RunError::Upstream)?);
     let app = Arc::new(App::new(gw.clone()));
+    // Reloads are applied on their own task; none of them waits for a request or a lock held
+    // across requests.
+    let _reloader = {
+        let gw = gw.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            while let Some(reloaded) = reloads.recv().await {
+                gw.reload(reloaded);
+            }
+        }))
+    };
     // The operator's endpoints on their own port: a plain axum server, stopped with `run`.
     let _admin = admin.map(|l| {
         tracing::info!(

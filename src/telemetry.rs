@@ -4,7 +4,8 @@
 //! The per-request event has target `notion_gateway::access` and these fields: `method`,
 //! `path`, `status`, `duration_ms` (until the response head was ready; a streamed body may
 //! take longer), `request_id`, `notion_request_id`, `integration` (the
-//! configured integration name, or the token's SHA-256 prefix), `request_bytes` (declared
+//! configured integration name, or the token's SHA-256 prefix), `key` (the name of the
+//! gateway key the caller presented, empty without one), `request_bytes` (declared
 //! length), `queue_wait_ms`, `attempts` (upstream attempts; more than one after Notion's
 //! 429/529), `upstream_status`, and `error` (the gateway's own reason when it answered by
 //! itself). Tokens never appear.
@@ -278,6 +279,8 @@ pub struct RequestLog {
     request_id: HeaderValue,
     /// The shaper's name for the token: integration name or hash prefix.
     pub integration: Option<std::sync::Arc<str>>,
+    /// The name of the gateway key the caller presented (`[[keys]]`), if any.
+    pub key: Option<std::sync::Arc<str>>,
     pub request_bytes: Option<u64>,
     /// Time spent queued for the budget, over all attempts.
     pub queue_wait: Duration,
@@ -306,6 +309,7 @@ impl RequestLog {
             uri: req.uri().clone(),
             request_id: request_id.clone(),
             integration: None,
+            key: None,
             request_bytes: req
                 .headers()
                 .get(header::CONTENT_LENGTH)
@@ -346,6 +350,7 @@ pub fn log_request(l: &RequestLog) {
         request_id = text(Some(&l.request_id)),
         notion_request_id = text(l.notion_request_id.as_ref()),
         integration = l.integration.as_deref().unwrap_or("none"),
+        key = l.key.as_deref().unwrap_or(""),
         request_bytes = l.request_bytes.unwrap_or(0),
         queue_wait_ms = l.queue_wait.as_secs_f64() * 1000.0,
         attempts = l.attempts,

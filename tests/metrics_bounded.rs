@@ -32,6 +32,7 @@ async fn random_tokens_do_not_grow_the_metrics() {
             per_minute: 180,
             smoothing: None,
             workspace: None,
+            token: None,
         });
     let gw = TestGateway::start(cfg).await;
     let send = |token: String| {

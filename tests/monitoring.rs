@@ -322,6 +322,7 @@ async fn a_real_prometheus_answers_every_dashboard_and_alert_expression() {
             per_minute: 180,
             smoothing: None,
             workspace: None,
+            token: None,
         });
     let gw = TestGateway::start(cfg).await;
     // Traffic before the first scrape and again between scrapes, so rates are not all zero.

@@ -11,6 +11,8 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
+use sha2::Digest as _;
+
 use support::*;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -364,6 +366,21 @@ async fn the_compose_gateway_starts_with_an_empty_token_and_names_it_once_set() 
         assert_eq!(passed, 2, "both gateways get {v}");
     }
 
+    // The stack runs in keys mode; a key is what an operator would add (`keys new`).
+    assert!(cfg.contains("[access]\nmode = \"keys\""));
+    const KEY: &str = "ngw_compose_test_key_0123456789abcdef";
+    let digest: String = sha2::Sha256::digest(KEY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let with_key = std::env::temp_dir().join(format!("ngw-compose-{}.toml", std::process::id()));
+    std::fs::write(
+        &with_key,
+        format!(
+            "{cfg}\n[[keys]]\nname = \"alice\"\nkey_sha256 = \"{digest}\"\nintegration = \"sync-job\"\n"
+        ),
+    )
+    .unwrap();
     let notion = FakeNotion::start().await;
     let start = |token: &'static str| {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -372,10 +389,7 @@ async fn the_compose_gateway_starts_with_an_empty_token_and_names_it_once_set() 
             .unwrap()
             .port();
         let child = Command::new(BIN)
-            .env(
-                "NOTION_GATEWAY_CONFIG",
-                Path::new(ROOT).join("config/compose/notion-gateway.toml"),
-            )
+            .env("NOTION_GATEWAY_CONFIG", &with_key)
             .env("NOTION_GATEWAY_SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("NOTION_GATEWAY_UPSTREAM__URL", notion.url())
             .env("NOTION_GATEWAY_LOG__FORMAT", "json")
@@ -426,21 +440,45 @@ async fn the_compose_gateway_starts_with_an_empty_token_and_names_it_once_set() 
         "{out}"
     );
 
+    assert!(
+        out.contains("key `alice` left out: its integration `sync-job` is left out"),
+        "{out}"
+    );
+
     let (port, _child) = start("ntn_COMPOSESECRET_token");
     wait_up(port).await;
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let send = |bearer: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(
+            format!(
+                "GET /v1/users/me HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer {bearer}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
         .await
         .unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET /v1/users/me HTTP/1.0\r\nHost: x\r\nAuthorization: Bearer ntn_COMPOSESECRET_token\r\n\r\n")
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.unwrap();
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    // A Notion token is refused in keys mode, before it reaches Notion or costs any state.
+    assert!(send("ntn_COMPOSESECRET_token")
         .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
+        .starts_with("HTTP/1.0 401"));
+    assert!(notion.received().is_empty());
+    assert!(send(KEY).await.starts_with("HTTP/1.0 200"));
+    assert_eq!(
+        notion.received()[0].header("authorization"),
+        Some("Bearer ntn_COMPOSESECRET_token")
+    );
     let (_, status) = raw_get(port, "/status").await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(v["tokens"][0]["key"], "sync-job", "{v}");
-    assert!(!status.contains("COMPOSESECRET"));
+    assert!(!status.contains("COMPOSESECRET") && !status.contains(KEY));
+    let _ = std::fs::remove_file(&with_key);
 }
 
 struct KillOnDrop(std::process::Child);

@@ -496,6 +496,7 @@ async fn a_workspace_budget_holds_across_replicas_and_tokens() {
                     burst: 2,
                 }),
                 workspace: Some(acme.clone()),
+                token: None,
             });
         }
         cfg

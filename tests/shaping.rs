@@ -354,6 +354,7 @@ fn workspace_config(notion: &FakeNotion) -> notion_gateway::Config {
                 burst: 10,
             }),
             workspace: Some(acme.clone()),
+            token: None,
         });
     }
     cfg

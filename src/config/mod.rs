@@ -10,6 +10,7 @@
 //! `SocketAddr`, an upstream `Uri` without path, a resolved corporate proxy. Nothing else in the
 //! crate reads raw configuration.
 
+mod access;
 mod surface;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use sha2::Digest as _;
 
+pub use access::{AccessConfig, AccessMode, HeldToken, KeyConfig, KeyPriority};
 pub use surface::RawConfig;
 
 /// Prefix of the environment variables that configure the gateway.
@@ -40,6 +42,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub retry: RetryConfig,
     pub errors: ErrorsConfig,
+    /// `[access]` and `[[keys]]`: the part a reload (SIGHUP) applies while running.
+    pub access: AccessConfig,
 }
 
 /// `[errors]`: what the gateway does with answers the SDKs would not understand, and with
@@ -167,6 +171,9 @@ pub struct Integration {
     pub per_minute: u32,
     pub smoothing: Option<Smoothing>,
     pub workspace: Option<Arc<str>>,
+    /// The token itself, when the gateway holds it (`token_env`, `token_file`): what it sends
+    /// for the integration's gateway keys.
+    pub token: Option<HeldToken>,
 }
 
 /// A configured workspace: its Notion id (so discovered tokens join it) and what is known of
@@ -324,7 +331,7 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
         (Some(_), Some(_)) => origin(&figment, "upstream.proxy"),
         (None, Some(_)) => "the HTTPS_PROXY/HTTP_PROXY/ALL_PROXY environment variables".to_string(),
     };
-    let warnings = raw
+    let mut warnings: Vec<String> = raw
         .integrations
         .iter()
         .filter_map(|i| {
@@ -336,6 +343,22 @@ pub fn load(overrides: &Overrides) -> Result<Loaded, ConfigError> {
             ))
         })
         .collect();
+    for k in &raw.keys {
+        if !config.access.keys.iter().any(|c| *c.name == *k.name) {
+            warnings.push(format!(
+                "key `{}` left out: its integration `{}` is left out",
+                k.name, k.integration
+            ));
+        }
+    }
+    if config.access.mode == AccessMode::Keys && config.access.keys.is_empty() {
+        warnings.push(
+            "access.mode = \"keys\" and no [[keys]]: every request is refused until keys are \
+             added (notion-gateway keys new NAME --integration INTEGRATION) and the gateway \
+             reloaded (SIGHUP)"
+                .into(),
+        );
+    }
     Ok(Loaded {
         raw,
         config,
@@ -570,6 +593,13 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         rewrite_edge_pages: raw.errors.rewrite_edge_pages,
         prevalidate: raw.errors.prevalidate,
     };
+    let access = access::validate(
+        &raw.access,
+        &raw.keys,
+        &limits.integrations,
+        &raw.integrations,
+    )
+    .map_err(|(key, problem)| bad(key, problem))?;
     Ok(Config {
         server,
         upstream,
@@ -577,6 +607,7 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         limits,
         retry,
         errors,
+        access,
     })
 }
 
@@ -780,24 +811,35 @@ fn validate_limits(
         if i.name.trim().is_empty() {
             return Err(bad("integrations", "every integration needs a name".into()));
         }
-        let digest = match (&i.token_sha256, &i.token_env) {
-            (Some(hex), None) => parse_sha256(hex).map_err(problem)?,
-            (None, Some(var)) => {
-                let token = match env(var) {
-                    None => return Err(problem(format!("environment variable {var} is not set"))),
-                    // Set but empty (a `.env` left blank): the integration is left out, with a
-                    // warning from `load`, rather than refusing to start (docs/decisions.md).
-                    Some(t) if t.trim().is_empty() => continue,
-                    Some(t) => t,
-                };
-                let token = token.trim();
-                let token = token.strip_prefix("Bearer ").unwrap_or(token);
-                sha2::Sha256::digest(token.as_bytes()).into()
-            }
+        let held = match (&i.token_sha256, &i.token_env, &i.token_file) {
+            (Some(hex), None, None) => Err(parse_sha256(hex).map_err(problem)?),
+            (None, Some(var), None) => match env(var) {
+                None => return Err(problem(format!("environment variable {var} is not set"))),
+                // Set but empty (a `.env` left blank): the integration is left out, with a
+                // warning from `load`, rather than refusing to start (docs/decisions.md).
+                Some(t) if t.trim().is_empty() => continue,
+                Some(t) => Ok(t),
+            },
+            (None, None, Some(path)) => match std::fs::read_to_string(path) {
+                Ok(t) if t.trim().is_empty() => {
+                    return Err(problem(format!("token_file {path} is empty")))
+                }
+                Ok(t) => Ok(t),
+                Err(e) => return Err(problem(format!("cannot read token_file {path}: {e}"))),
+            },
             _ => {
                 return Err(problem(
-                    "set exactly one of token_sha256 and token_env".into(),
+                    "set exactly one of token_sha256, token_env and token_file".into(),
                 ))
+            }
+        };
+        let (digest, token) = match held {
+            Err(digest) => (digest, None),
+            Ok(token) => {
+                let token = HeldToken::new(&token).map_err(problem)?;
+                let digest: [u8; 32] =
+                    sha2::Sha256::digest(crate::headers::credential_of(token.header())).into();
+                (digest, Some(token))
             }
         };
         let own_budget = i.plan.is_some() || i.per_minute.is_some();
@@ -841,6 +883,7 @@ fn validate_limits(
             per_minute: i_per_minute,
             smoothing: i_smoothing,
             workspace,
+            token,
         });
     }
     let shared = match l.backend.as_str() {
@@ -914,7 +957,7 @@ fn validate_limits(
     })
 }
 
-fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
+pub(super) fn parse_sha256(hex: &str) -> Result<[u8; 32], String> {
     let hex = hex.trim();
     let err =
         || "token_sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)".to_string();

@@ -26,6 +26,51 @@ pub struct RawConfig {
     /// `[workspaces.<name>]`: budgets shared by every integration that names the workspace.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub workspaces: BTreeMap<String, RawWorkspace>,
+    /// `[access]`: who may use the gateway.
+    pub access: RawAccess,
+    /// `[[keys]]`: gateway keys, each bound to an integration whose token the gateway holds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAccess {
+    /// `open`, `keys` or `configured`.
+    pub mode: String,
+}
+
+impl Default for RawAccess {
+    fn default() -> Self {
+        Self {
+            mode: "open".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    pub name: String,
+    /// Hex SHA-256 of the key (`notion-gateway keys new` prints it).
+    pub key_sha256: String,
+    /// The `[[integrations]]` entry whose token and budgets the key uses.
+    pub integration: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Requests per second at most for this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// `normal` or `background`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
+    /// Longest a request of this key waits in the queue.
+    #[serde(
+        default,
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_wait: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,6 +249,9 @@ pub struct RawIntegration {
     /// Or: the environment variable that holds the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
+    /// Or: a file that holds the token (re-read on reload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,14 +10,13 @@ use std::ops::ControlFlow;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use http::HeaderValue;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::discovery;
 use super::pushback::{self, PushedBack};
-use super::request::UpstreamRequest;
+use super::request::{Charge, UpstreamRequest};
 use super::response::{buffered_response, caller_response};
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue::Endpoint;
@@ -27,7 +26,7 @@ use crate::gateway::Gateway;
 use crate::headers;
 use crate::metrics;
 use crate::retry::{self, Failure};
-use crate::shaper::{Caller, Limit, Priority, Ticket};
+use crate::shaper::{Limit, Ticket};
 use crate::telemetry::RequestLog;
 
 /// What one upstream attempt came to.
@@ -131,28 +130,38 @@ const HELD_BODY_LIMIT: usize = 64 * 1024;
 pub(super) async fn run(
     gw: &Gateway,
     mut req: UpstreamRequest,
-    credential: &HeaderValue,
-    caller: Caller,
+    charge: &Charge,
     deadline: Instant,
     log: &mut RequestLog,
 ) -> Result<Response, GatewayError> {
     let endpoint = req.endpoint;
+    // A key's `max_wait` bounds its time in the queue; the request deadline bounds everything.
+    let queue_deadline = charge
+        .key
+        .as_ref()
+        .and_then(|k| k.max_wait)
+        .map_or(deadline, |w| deadline.min(Instant::now() + w));
     gw.retries.record_request();
     let mut held: Option<Held> = None;
     let mut failures = 0u32;
     let mut resends = 0u32;
     loop {
-        let acquired = gw
-            .shaper
-            .acquire(
-                headers::credential_of(credential),
-                caller,
-                endpoint.template,
-                deadline,
-                held.is_some(),
-                Priority::Normal,
-            )
-            .await;
+        let acquire = gw.shaper.acquire(
+            headers::credential_of(&charge.credential),
+            charge.caller,
+            endpoint.template,
+            queue_deadline,
+            held.is_some(),
+            charge.priority,
+        );
+        // A reload that removes the key answers its waiting requests at once.
+        let acquired = match &charge.key {
+            None => acquire.await,
+            Some(key) => tokio::select! {
+                r = acquire => r,
+                () = key.revoked() => return Err(GatewayError::UnknownKey),
+            },
+        };
         let ticket = match (acquired, held.take()) {
             (Ok(t), _) => t,
             (Err(_), Some(held)) => return held.into_result(),

@@ -86,6 +86,9 @@ pub async fn handle(
         took,
         log.request_bytes,
     );
+    if let Some(key) = &log.key {
+        metrics::key_request(key, response.status().as_u16(), log.queue_wait);
+    }
     telemetry::log_request(&log);
     response
 }
@@ -99,17 +102,42 @@ async fn forward(
     log: &mut RequestLog,
 ) -> Result<Response, GatewayError> {
     let filtered = request::filter(gw, req, peer, deadline, log).await?;
+    let charge = filtered.charge;
+    let _active = charge.key.as_ref().map(|k| k.start_request());
     let upstream =
         request::UpstreamRequest::new(gw, filtered.parts, filtered.endpoint, filtered.body)?;
-    attempt::run(
-        gw,
-        upstream,
-        &filtered.credential,
-        filtered.caller,
-        deadline,
-        log,
-    )
-    .await
+    if let Some(key) = &charge.key {
+        pace(gw, key, deadline, log).await?;
+    }
+    attempt::run(gw, upstream, &charge, deadline, log).await
+}
+
+/// Waits for the key's own `rate` (`[[keys]] rate`), within the key's `max_wait` (else
+/// `limits.max_wait`) and the request deadline; a reload that removes the key ends the wait.
+async fn pace(
+    gw: &Gateway,
+    key: &crate::access::Key,
+    deadline: Instant,
+    log: &mut RequestLog,
+) -> Result<(), GatewayError> {
+    let now = Instant::now();
+    let max_wait = key
+        .max_wait
+        .unwrap_or(gw.config.limits.max_wait)
+        .min(deadline.saturating_duration_since(now));
+    let at = key
+        .pace(now, max_wait)
+        .map_err(|wait| GatewayError::KeyRate {
+            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+        })?;
+    if at > now {
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = key.revoked() => return Err(GatewayError::UnknownKey),
+        }
+        log.queue_wait += at - now;
+    }
+    Ok(())
 }
 
 /// For a 502 or 504 the gateway answers after trying Notion: how many attempts were made, what

@@ -8,6 +8,7 @@
 //! [`UpstreamRequest::build`] makes each attempt's request.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Uri, Version};
@@ -16,24 +17,76 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::access::Key;
 use crate::body::{GuardedBody, RequestBody};
 use crate::catalogue::{self, Endpoint};
 use crate::config::Config;
+use crate::config::KeyPriority;
 use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::headers::{self, GATEWAY_CLIENT};
-use crate::shaper::Caller;
+use crate::shaper::{Caller, Priority};
 use crate::telemetry::RequestLog;
 
 /// A request that passed the request filter.
 pub(super) struct Filtered {
     pub parts: http::request::Parts,
-    /// The `Authorization` value: the budget key.
+    pub charge: Charge,
+    pub endpoint: Endpoint,
+    pub body: RequestBody,
+}
+
+/// Whose budget a request spends and how it queues.
+pub(super) struct Charge {
+    /// The `Authorization` value sent to Notion: the budget key.
     pub credential: HeaderValue,
     /// Who shares the token's queue.
     pub caller: Caller,
-    pub endpoint: Endpoint,
-    pub body: RequestBody,
+    pub priority: Priority,
+    /// The gateway key the caller presented (the credential is then its integration's).
+    pub key: Option<Arc<Key>>,
+}
+
+impl Charge {
+    /// Who the caller is: a gateway key stands for its integration's token (put in the
+    /// request's `Authorization` in its place); a Notion token is charged as it is. What the
+    /// access mode does not let through is refused here, before any state exists for it.
+    fn of(
+        gw: &Gateway,
+        parts: &mut http::request::Parts,
+        presented: HeaderValue,
+        peer: IpAddr,
+        log: &mut RequestLog,
+    ) -> Result<Self, GatewayError> {
+        let Some(key) = gw.access.resolve(headers::credential_of(&presented))? else {
+            let caller = gw.shaper.caller(
+                parts
+                    .headers
+                    .get(&GATEWAY_CLIENT)
+                    .map(HeaderValue::as_bytes),
+                peer,
+            );
+            return Ok(Self {
+                credential: presented,
+                caller,
+                priority: Priority::Normal,
+                key: None,
+            });
+        };
+        parts
+            .headers
+            .insert(header::AUTHORIZATION, key.token.clone());
+        log.key = Some(key.name.clone());
+        Ok(Self {
+            credential: key.token.clone(),
+            caller: gw.shaper.key_caller(&key.name, key.weight),
+            priority: match key.priority {
+                KeyPriority::Normal => Priority::Normal,
+                KeyPriority::Background => Priority::Background,
+            },
+            key: Some(key),
+        })
+    }
 }
 
 /// Request filter: refuses what must not spend budget, classifies the endpoint, reads the body.
@@ -44,23 +97,17 @@ pub(super) async fn filter(
     deadline: Instant,
     log: &mut RequestLog,
 ) -> Result<Filtered, GatewayError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
 
     // Every request is charged to its token; without one there is nothing to charge, and
     // Notion would answer 401 anyway.
-    let credential = parts
+    let presented = parts
         .headers
         .get(header::AUTHORIZATION)
         .filter(|v| !headers::credential_of(v).is_empty())
         .cloned()
         .ok_or(GatewayError::Unauthorized)?;
-    let caller = gw.shaper.caller(
-        parts
-            .headers
-            .get(&GATEWAY_CLIENT)
-            .map(HeaderValue::as_bytes),
-        peer,
-    );
+    let charge = Charge::of(gw, &mut parts, presented, peer, log)?;
     let endpoint = catalogue::classify(&parts.method, parts.uri.path());
     log.route = endpoint.template;
 
@@ -77,8 +124,7 @@ pub(super) async fn filter(
     }
     Ok(Filtered {
         parts,
-        credential,
-        caller,
+        charge,
         endpoint,
         body,
     })

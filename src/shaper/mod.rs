@@ -248,7 +248,7 @@ impl Shaper {
     /// A shaper whose budgets are shared with other replicas through Redis (queues stay
     /// local).
     pub fn with_redis(limits: LimitsConfig, redis: Option<Arc<RedisBudgets>>) -> Self {
-        let state = Mutex::new(State::new(limits.max_tokens));
+        let state = Mutex::new(State::new(&limits));
         Self {
             inner: Arc::new(Inner {
                 limits,
@@ -282,6 +282,21 @@ impl Shaper {
                 key: self.inner.hasher.hash_one((1u8, addr)),
                 weight: 1,
             },
+        }
+    }
+
+    /// A reload's integrations: tokens seen from now on are matched against them (a rotated
+    /// token is its integration's at once); lanes that exist keep their name and budget.
+    pub fn set_integrations(&self, integrations: &[crate::config::Integration]) {
+        let integrations: Arc<[crate::config::Integration]> = integrations.to_vec().into();
+        self.inner.lock().integrations = integrations;
+    }
+
+    /// The caller of a gateway key's requests: the key's name, with its configured weight.
+    pub fn key_caller(&self, name: &str, weight: u32) -> Caller {
+        Caller {
+            key: self.inner.hasher.hash_one((2u8, name.as_bytes())),
+            weight,
         }
     }
 
@@ -384,8 +399,10 @@ impl Shaper {
                     retry_after: Duration::from_secs(1),
                 });
             }
+            let integrations = st.integrations.clone();
             let lane = state::new_lane(
                 limits,
+                &integrations,
                 inner.redis.as_ref(),
                 credential,
                 lane_key,

@@ -45,16 +45,20 @@ pub(super) struct State {
     /// Requests waiting in every lane: what `/metrics` shows for the tokens without a
     /// configured name, without walking the lanes.
     pub queued: usize,
+    /// The configured integrations new lanes are matched against: `limits.integrations`,
+    /// replaced by a reload (a rotated `token_file` brings a new digest).
+    pub integrations: Arc<[crate::config::Integration]>,
 }
 
 impl State {
-    pub fn new(max_tokens: usize) -> Self {
+    pub fn new(limits: &LimitsConfig) -> Self {
         Self {
-            lanes: Lanes::new(max_tokens),
+            lanes: Lanes::new(limits.max_tokens),
             groups: HashMap::new(),
             workspaces: Default::default(),
             next_waiter: 0,
             queued: 0,
+            integrations: limits.integrations.clone().into(),
         }
     }
 }
@@ -424,6 +428,7 @@ impl State {
 /// if it is the first of its workspace.
 pub(super) fn new_lane(
     limits: &LimitsConfig,
+    integrations: &[crate::config::Integration],
     redis: Option<&Arc<RedisBudgets>>,
     credential: &[u8],
     key: u64,
@@ -431,10 +436,7 @@ pub(super) fn new_lane(
     now: Instant,
 ) -> Lane {
     let digest: [u8; 32] = Sha256::digest(credential).into();
-    let integration = limits
-        .integrations
-        .iter()
-        .find(|i| i.token_sha256 == digest);
+    let integration = integrations.iter().find(|i| i.token_sha256 == digest);
     let plan_of = |plan: crate::config::Plan, per_minute: u32| {
         if per_minute == plan.per_minute() {
             plan.name()

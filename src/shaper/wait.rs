@@ -96,7 +96,15 @@ mod tests {
         let (lane_key, rx) = {
             let mut st = inner.lock();
             let st = &mut *st;
-            let lane = state::new_lane(&inner.limits, Some(&redis), b"tok", 7, &mut st.groups, now);
+            let lane = state::new_lane(
+                &inner.limits,
+                &[],
+                Some(&redis),
+                b"tok",
+                7,
+                &mut st.groups,
+                now,
+            );
             st.lanes.insert(7, lane);
             st.queued += 1;
             let (tx, rx) = oneshot::channel();

@@ -65,6 +65,16 @@ impl TestGateway {
         }
     }
 
+    /// A client of a gateway that runs elsewhere (the binary, started by the test).
+    pub fn attach(addr: SocketAddr) -> Self {
+        TestGateway {
+            addr,
+            stop: None,
+            task: None,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

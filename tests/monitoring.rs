@@ -270,6 +270,8 @@ async fn scrapes(port: u16) -> Option<u32> {
 
 /// A read retried after a 502, a create that gets Notion's 502, a 429 waited out, refusals,
 /// bodies.
+const MONITORING_KEY: &str = "ngw_monitoring_test_key_0001";
+
 async fn traffic(gw: &TestGateway, notion: &FakeNotion) {
     notion.push(Reply::html_502());
     let read = gw
@@ -296,6 +298,11 @@ async fn traffic(gw: &TestGateway, notion: &FakeNotion) {
     assert_eq!(search.status, 200);
     let nowhere = gw.request(Method::GET, "/nowhere").body(empty()).unwrap();
     assert_eq!(gw.send(nowhere).await.status, 404);
+    let keyed = gw
+        .request_as(Method::GET, "/v1/users/me", MONITORING_KEY)
+        .body(empty())
+        .unwrap();
+    assert_eq!(gw.send(keyed).await.status, 200);
 }
 
 /// A real Prometheus scrapes a real gateway after traffic with retries, Notion 429s and
@@ -322,8 +329,28 @@ async fn a_real_prometheus_answers_every_dashboard_and_alert_expression() {
             per_minute: 180,
             smoothing: None,
             workspace: None,
-            token: None,
+            token: Some(notion_gateway::config::HeldToken::new("ntn_test_token_0001").unwrap()),
         });
+    // And a gateway key of it, for the per-key panel.
+    cfg.access.keys.push(notion_gateway::config::KeyConfig {
+        name: "alice".into(),
+        key_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            MONITORING_KEY.as_bytes(),
+        ))
+        .into(),
+        integration: "sync-job".into(),
+        token: notion_gateway::config::HeldToken::new("ntn_test_token_0001").unwrap(),
+        token_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            b"ntn_test_token_0001",
+        ))
+        .into(),
+        weight: 1,
+        rate: None,
+        priority: notion_gateway::config::KeyPriority::Normal,
+        max_wait: None,
+    });
     let gw = TestGateway::start(cfg).await;
     // Traffic before the first scrape and again between scrapes, so rates are not all zero.
     traffic(&gw, &notion).await;

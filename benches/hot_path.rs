@@ -1,6 +1,7 @@
 //! Criterion benches of what every request pays for on the gateway's hot path:
 //! the endpoint catalogue lookup, the shaper's admission and release, the budget (GCRA)
-//! decision, and the header rewrites in both directions.
+//! decision, the header rewrites in both directions, and the gateway-key lookup; and what a
+//! reload with 1 000 keys costs.
 //!
 //! `cargo bench --bench hot_path` (figures and how they compare: README "Performance").
 
@@ -179,10 +180,77 @@ fn header_rewrite(c: &mut Criterion) {
     g.finish();
 }
 
+/// A configuration file with `n` gateway keys of one integration (its token in a file), and
+/// the key of the last one.
+fn keys_file(n: usize) -> (std::path::PathBuf, String) {
+    let dir = std::env::temp_dir().join(format!("ngw-bench-keys-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        panic!("{}: {e}", dir.display());
+    }
+    let token = dir.join("token");
+    if let Err(e) = std::fs::write(&token, "ntn_bench_token") {
+        panic!("{}: {e}", token.display());
+    }
+    let mut text = format!(
+        "[access]\nmode = \"keys\"\n\n[[integrations]]\nname = \"team\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    let mut last = String::new();
+    for i in 0..n {
+        last = format!("ngw_bench_key_{i:06}_0123456789abcdef0123456789abcdef");
+        text.push_str(&format!(
+            "\n[[keys]]\nname = \"person-{i}\"\nkey_sha256 = \"{}\"\nintegration = \"team\"\n",
+            notion_gateway::access::key_digest_hex(&last)
+        ));
+    }
+    let file = dir.join("keys.toml");
+    if let Err(e) = std::fs::write(&file, text) {
+        panic!("{}: {e}", file.display());
+    }
+    (file, last)
+}
+
+fn load(file: &std::path::Path) -> config::Config {
+    match config::load(&Overrides {
+        config_file: Some(file.to_path_buf()),
+        ..Overrides::default()
+    }) {
+        Ok(l) => l.config,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn gateway_keys(c: &mut Criterion) {
+    let (file, key) = keys_file(1000);
+    let cfg = load(&file);
+    let access = notion_gateway::access::Access::new(&cfg);
+    let mut g = c.benchmark_group("access");
+    g.bench_function("resolve a key among 1000", |b| {
+        b.iter(|| {
+            access
+                .resolve(black_box(key.as_bytes()))
+                .map(|k| k.is_some())
+        })
+    });
+    let open = notion_gateway::access::Access::new(&config::Config::default());
+    g.bench_function("resolve a Notion token (open mode)", |b| {
+        b.iter(|| {
+            open.resolve(black_box(b"ntn_some_notion_token"))
+                .map(|k| k.is_some())
+        })
+    });
+    g.sample_size(10);
+    g.bench_function("reload 1000 keys (read, validate, apply)", |b| {
+        b.iter(|| access.apply(&load(&file)).keys)
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     catalogue_lookup,
     shaper_admit_release,
-    header_rewrite
+    header_rewrite,
+    gateway_keys
 );
 criterion_main!(benches);

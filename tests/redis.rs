@@ -313,6 +313,81 @@ async fn two_replicas_together_stay_within_one_budget() {
     b.shutdown().await;
 }
 
+/// A replica whose `sync-job` integration holds the test token and has the gateway key `key`
+/// (named `name`), in keys mode.
+fn keyed_replica(
+    notion: &FakeNotion,
+    redis: &RedisServer,
+    name: &str,
+    key: &str,
+) -> notion_gateway::Config {
+    use notion_gateway::config::{HeldToken, Integration, KeyConfig, KeyPriority};
+    use sha2::Digest as _;
+    const TOKEN: &str = "ntn_test_token_0001";
+    let mut cfg = replica(notion, redis, 5.0, 2);
+    let token_sha256: [u8; 32] = sha2::Sha256::digest(TOKEN.as_bytes()).into();
+    cfg.limits.integrations.push(Integration {
+        name: "sync-job".into(),
+        token_sha256,
+        plan: cfg.limits.plan,
+        per_minute: cfg.limits.per_minute,
+        smoothing: cfg.limits.smoothing,
+        workspace: None,
+        token: Some(HeldToken::new(TOKEN).unwrap()),
+    });
+    cfg.access.mode = notion_gateway::config::AccessMode::Keys;
+    cfg.access.keys.push(KeyConfig {
+        name: name.into(),
+        key_sha256: sha2::Sha256::digest(key.as_bytes()).into(),
+        integration: "sync-job".into(),
+        token: HeldToken::new(TOKEN).unwrap(),
+        token_sha256,
+        weight: 1,
+        rate: None,
+        priority: KeyPriority::Normal,
+        max_wait: None,
+    });
+    cfg
+}
+
+/// Gateway keys on two replicas spend their integration's one shared budget: keys are
+/// configuration (nothing about them goes to Redis), the budget is the token's.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn keys_on_two_replicas_share_their_integrations_budget() {
+    let redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    notion.limit(5.0, 3);
+    let (ka, kb) = ("ngw_replica_key_a_0001", "ngw_replica_key_b_0001");
+    let a = TestGateway::start(keyed_replica(&notion, &redis, "alice", ka)).await;
+    let b = TestGateway::start(keyed_replica(&notion, &redis, "bob", kb)).await;
+    let t0 = Instant::now();
+    let mut calls = Vec::new();
+    for i in 0..15 {
+        for (gw, key) in [(&a, ka), (&b, kb)] {
+            let req = gw
+                .request_as(Method::GET, &format!("/v1/users/{i}"), key)
+                .body(empty())
+                .unwrap();
+            calls.push(tokio::spawn(gw.send_detached(req)));
+        }
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap().status, 200);
+    }
+    assert!(notion.rejected().is_empty(), "Notion answered 429");
+    let received = notion.received();
+    assert!(received
+        .iter()
+        .all(|r| r.header("authorization") == Some("Bearer ntn_test_token_0001")));
+    let at: Vec<Duration> = received.iter().map(|r| r.at - t0).collect();
+    assert_eq!(at.len(), 30);
+    assert_within_budget(&at, 5.0, 2);
+    assert!(at[29] >= Duration::from_millis(5400), "{:?}", at[29]);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 /// Notion's 429 through one replica pauses the token on the other.
 #[tokio::test]
 #[ignore = "needs redis-server: cargo test --test redis -- --ignored"]

@@ -1,10 +1,17 @@
 //! The dispatcher of budgets kept in Redis: plan under the shaper's lock, reserve a slot in
 //! Redis (one call), sleep until it (one timer), hand it to the lane's next live waiter in fair
 //! order, or give it back. While Redis is unreachable, the local share decides instead.
+//!
+//! A lone token's dispatcher keeps up to [`PIPELINE`] reservations in flight while that many
+//! of its requests wait (the connection manager pipelines them on one connection), so its
+//! releases are not one round trip apart. Every slot is still Redis's decision; one nobody
+//! takes is given back. A workspace's dispatcher reserves one at a time: its next slot may be
+//! for another lane, chosen when the previous one was handed over.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -120,10 +127,16 @@ impl RemoteBudget {
     }
 }
 
+/// Most reservations of one lone token's dispatcher in flight at once.
+pub(in crate::shaper) const PIPELINE: usize = 8;
+
 /// What a Redis-budget dispatcher does next.
 enum Plan {
     /// Nothing waits: the dispatcher ends.
     Done,
+    /// Reservations in flight cover what waits (or may not be joined by another): wait for
+    /// one of them.
+    Enough,
     /// Nothing may go before then (a pause, or the local share while Redis is unreachable).
     Wait(Instant),
     /// Take a slot for the next request of `lane` (`resume`: first reservation after a switch).
@@ -139,12 +152,34 @@ enum Plan {
 
 impl State {
     /// Chooses the lane whose request goes next in group `gid` (round robin) and what it
-    /// needs (`connected`: Redis answers).
-    fn plan(&mut self, gid: &GroupId, now: Instant, connected: bool, epoch: u64) -> Plan {
+    /// needs (`connected`: Redis answers; `in_flight`: reservations already on their way).
+    fn plan(
+        &mut self,
+        gid: &GroupId,
+        now: Instant,
+        connected: bool,
+        epoch: u64,
+        in_flight: usize,
+    ) -> Plan {
         let Some(group) = self.groups.get_mut(gid) else {
-            return Plan::Done;
+            return if in_flight > 0 {
+                Plan::Enough
+            } else {
+                Plan::Done
+            };
         };
         let lanes = &mut self.lanes;
+        if in_flight > 0 {
+            // Another reservation beside those in flight: only for a lone token, only for a
+            // request no reservation is on its way for, and only while Redis answers.
+            let waiting: usize = match gid {
+                GroupId::Solo(k) => lanes.get(k).map_or(0, |l| l.queue.len()),
+                GroupId::Workspace(_) => 0,
+            };
+            if !connected || in_flight >= PIPELINE || waiting <= in_flight {
+                return Plan::Enough;
+            }
+        }
         group
             .waiting
             .retain(|k| lanes.get(k).is_some_and(|l| !l.queue.is_empty()));
@@ -184,7 +219,11 @@ impl State {
             .paused_until(now)
             .max(group.workspace.as_ref().and_then(|b| b.paused_until(now)));
         if let Some(p) = paused {
-            return Plan::Wait(p);
+            return if in_flight > 0 {
+                Plan::Enough
+            } else {
+                Plan::Wait(p)
+            };
         }
         let mut resume = false;
         for r in lane.remote.iter_mut().chain(group.remote.as_mut()) {
@@ -222,7 +261,7 @@ impl State {
         Plan::Reserve {
             lane: lane_key,
             keys,
-            waiting: waiting.saturating_sub(1),
+            waiting: waiting.saturating_sub(1 + in_flight),
             resume,
         }
     }
@@ -311,45 +350,61 @@ pub(in crate::shaper) async fn run(
     notify: Arc<Notify>,
     redis: Arc<RedisBudgets>,
 ) {
+    let mut in_flight = FuturesUnordered::new();
     loop {
-        let now = Instant::now();
-        let plan = inner
-            .lock()
-            .plan(&gid, now, redis.is_connected(), redis.epoch());
-        let (lane, keys, slot) = match plan {
-            Plan::Done => return,
-            Plan::Wait(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = notify.notified() => {}
-                }
-                continue;
-            }
-            Plan::Local { lane } => {
-                let mut st = inner.lock();
-                if !st.hand_over(&gid, lane, now, PaidBy::LocalShare) {
-                    st.refund_local_share(lane, now);
-                }
-                continue;
-            }
-            Plan::Reserve {
-                lane,
-                keys,
-                waiting,
-                resume,
-            } => match redis.reserve(&keys, waiting, resume).await {
-                Ok(r) => {
-                    let at = Instant::now();
-                    inner.lock().learn(&gid, lane, &r, at);
-                    // A timer rounds up to the next millisecond: only sleep for a slot ahead.
-                    if !r.wait.is_zero() {
-                        tokio::time::sleep_until(at + r.wait).await;
+        // Plan until the reservations in flight cover what may be reserved.
+        loop {
+            let now = Instant::now();
+            let plan = inner.lock().plan(
+                &gid,
+                now,
+                redis.is_connected(),
+                redis.epoch(),
+                in_flight.len(),
+            );
+            match plan {
+                Plan::Enough => break,
+                Plan::Done => {
+                    if in_flight.is_empty() {
+                        return;
                     }
-                    (lane, keys, r.slot)
+                    break;
                 }
-                // Degraded now (logged by `RedisBudgets`): the next plan uses the local share.
-                Err(_) => continue,
-            },
+                Plan::Wait(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = notify.notified() => {}
+                    }
+                }
+                Plan::Local { lane } => {
+                    let mut st = inner.lock();
+                    if !st.hand_over(&gid, lane, now, PaidBy::LocalShare) {
+                        st.refund_local_share(lane, now);
+                    }
+                }
+                Plan::Reserve {
+                    lane,
+                    keys,
+                    waiting,
+                    resume,
+                } => in_flight.push(reserve(
+                    inner.clone(),
+                    gid.clone(),
+                    redis.clone(),
+                    lane,
+                    keys,
+                    waiting,
+                    resume,
+                )),
+            }
+        }
+        // The next slot due (each reservation sleeps until its own).
+        let Some(reserved) = in_flight.next().await else {
+            continue;
+        };
+        // Degraded now (logged by `RedisBudgets`): the next plan uses the local share.
+        let Some((lane, keys, slot)) = reserved else {
+            continue;
         };
         let handed = inner
             .lock()
@@ -358,4 +413,24 @@ pub(in crate::shaper) async fn run(
             let _ = redis.refund(&keys, slot).await;
         }
     }
+}
+
+/// One reservation for `lane`: the Redis call, what it taught, and the sleep until its slot.
+async fn reserve(
+    inner: Arc<Inner>,
+    gid: GroupId,
+    redis: Arc<RedisBudgets>,
+    lane: u64,
+    keys: Vec<KeySpec>,
+    waiting: usize,
+    resume: bool,
+) -> Option<(u64, Vec<KeySpec>, u64)> {
+    let r = redis.reserve(&keys, waiting, resume).await.ok()?;
+    let at = Instant::now();
+    inner.lock().learn(&gid, lane, &r, at);
+    // A timer rounds up to the next millisecond: only sleep for a slot ahead.
+    if !r.wait.is_zero() {
+        tokio::time::sleep_until(at + r.wait).await;
+    }
+    Some((lane, keys, r.slot))
 }

@@ -30,6 +30,8 @@ use crate::error::GatewayError;
 
 /// The prefix of every gateway key (`notion-gateway keys new`).
 pub const KEY_PREFIX: &str = "ngw_";
+/// Hex digits after the prefix: 256 random bits.
+const KEY_HEX_DIGITS: usize = 64;
 
 /// The access mode and the key table in force.
 pub struct Access {
@@ -60,8 +62,9 @@ pub struct Key {
 struct KeyState {
     /// `true` once a reload removed the key: its waiting requests are answered 401.
     revoked: watch::Sender<bool>,
-    /// When the key's own `rate` lets its next request go.
-    next_at: Mutex<Option<Instant>>,
+    /// The last slot the key's own `rate` gave out (the next is one interval later, at the
+    /// rate in force then).
+    last_slot: Mutex<Option<Instant>>,
     requests: AtomicU64,
     active: AtomicUsize,
 }
@@ -107,15 +110,23 @@ impl Access {
         self.current().mode
     }
 
-    /// Who the bearer credential is: `Some(key)` for a gateway key, `None` for a Notion token
-    /// the mode lets through; anything else is refused before it costs any state.
-    pub fn resolve(&self, credential: &[u8]) -> Result<Option<Arc<Key>>, GatewayError> {
+    /// Who the caller is, from its `Authorization` value: `Some(key)` for a gateway key,
+    /// `None` for a Notion token the mode lets through; anything else is refused before it
+    /// costs any state. A value that holds the key prefix anywhere (any case, any spacing)
+    /// and is not exactly a configured key is refused in every mode: a gateway key, even a
+    /// mangled one, never goes to Notion. Only keys of the form `keys new` makes are accepted
+    /// (the prefix and 64 lower-case hex digits), so a hand-made weak key never works.
+    pub fn resolve(&self, authorization: &HeaderValue) -> Result<Option<Arc<Key>>, GatewayError> {
         let table = self.current();
-        if credential.starts_with(KEY_PREFIX.as_bytes()) {
+        let credential = crate::headers::credential_of(authorization);
+        if has_key_prefix(authorization.as_bytes()) {
+            if !is_key_shaped(credential) {
+                return Err(GatewayError::UnknownKey);
+            }
             let digest: [u8; 32] = Sha256::digest(credential).into();
             return match table.keys.get(&digest) {
-                Some(k) => Ok(Some(k.clone())),
-                None => Err(GatewayError::UnknownKey),
+                Some(k) if !k.is_revoked() => Ok(Some(k.clone())),
+                _ => Err(GatewayError::UnknownKey),
             };
         }
         match table.mode {
@@ -132,8 +143,9 @@ impl Access {
         }
     }
 
-    /// Applies a reloaded configuration's access mode and keys. Keys that stay keep their
-    /// state; the waiting requests of removed keys are answered 401 at once.
+    /// Applies a reloaded configuration's access mode and keys. Keys that stay (same digest,
+    /// same integration) keep their state; removed keys, and keys moved to another
+    /// integration, are revoked: their waiting requests are answered 401 at once.
     pub fn apply(&self, config: &Config) -> Applied {
         let old = self.current();
         let new = Arc::new(Table::build(config, Some(&old)));
@@ -142,17 +154,22 @@ impl Access {
             .keys()
             .filter(|d| !old.keys.contains_key(*d))
             .count();
+        let keys = new.keys.len();
+        // The new table first: a request resolving from now on cannot find a revoked key.
+        match self.table.write() {
+            Ok(mut t) => *t = new.clone(),
+            Err(poisoned) => *poisoned.into_inner() = new.clone(),
+        }
         let mut revoked = 0;
         for (digest, key) in &old.keys {
-            if !new.keys.contains_key(digest) {
+            let stays = new
+                .keys
+                .get(digest)
+                .is_some_and(|k| Arc::ptr_eq(&k.state, &key.state));
+            if !stays {
                 key.state.revoked.send_replace(true);
                 revoked += 1;
             }
-        }
-        let keys = new.keys.len();
-        match self.table.write() {
-            Ok(mut t) => *t = new,
-            Err(poisoned) => *poisoned.into_inner() = new,
         }
         Applied {
             keys,
@@ -192,13 +209,16 @@ impl Table {
             .keys
             .iter()
             .map(|k| {
+                // A key keeps its state while it stays on the same integration; moved to
+                // another, it is a new key (and the old one is revoked).
                 let state = old
                     .and_then(|t| t.keys.get(&k.key_sha256))
+                    .filter(|o| o.integration == k.integration)
                     .map(|o| o.state.clone())
                     .unwrap_or_else(|| {
                         Arc::new(KeyState {
                             revoked: watch::Sender::new(false),
-                            next_at: Mutex::new(None),
+                            last_slot: Mutex::new(None),
                             requests: AtomicU64::new(0),
                             active: AtomicUsize::new(0),
                         })
@@ -237,16 +257,25 @@ impl Key {
         let Some(rate) = self.rate else {
             return Ok(now);
         };
-        let mut next = match self.state.next_at.lock() {
+        // Validation keeps the rate within [0.001, 1000] per second.
+        let interval = Duration::try_from_secs_f64(1.0 / rate).unwrap_or(Duration::from_secs(1000));
+        let mut last = match self.state.last_slot.lock() {
             Ok(n) => n,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let at = next.map_or(now, |t| t.max(now));
+        let at = last
+            .and_then(|t| t.checked_add(interval))
+            .map_or(now, |t| t.max(now));
         if at - now > max_wait {
             return Err(at - now);
         }
-        *next = Some(at + Duration::from_secs_f64(1.0 / rate));
+        *last = Some(at);
         Ok(at)
+    }
+
+    /// Whether a reload has removed the key.
+    pub fn is_revoked(&self) -> bool {
+        *self.state.revoked.borrow()
     }
 
     /// Resolves once a reload has removed the key.
@@ -272,6 +301,22 @@ impl Drop for Active {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Whether an `Authorization` value holds the key prefix anywhere, in any case.
+fn has_key_prefix(value: &[u8]) -> bool {
+    value
+        .windows(KEY_PREFIX.len())
+        .any(|w| w.eq_ignore_ascii_case(KEY_PREFIX.as_bytes()))
+}
+
+/// The prefix and 64 lower-case hex digits, as [`new_key`] makes them.
+fn is_key_shaped(credential: &[u8]) -> bool {
+    credential.len() == KEY_PREFIX.len() + KEY_HEX_DIGITS
+        && credential.starts_with(KEY_PREFIX.as_bytes())
+        && credential[KEY_PREFIX.len()..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// A new gateway key: the prefix and 32 random bytes in hex (256 bits).
@@ -305,5 +350,10 @@ mod tests {
         assert!(a.starts_with(KEY_PREFIX) && a.len() == KEY_PREFIX.len() + 64);
         assert_ne!(a, b);
         assert_eq!(key_digest_hex(&a).len(), 64);
+        assert!(is_key_shaped(a.as_bytes()));
+        assert!(!is_key_shaped(b"ngw_alice"));
+        assert!(!is_key_shaped(a.to_uppercase().as_bytes()));
+        assert!(has_key_prefix(b"Bearer\tNGW_x") && has_key_prefix(b"x ngw_"));
+        assert!(!has_key_prefix(b"Bearer ntn_abc"));
     }
 }

@@ -63,7 +63,7 @@ impl Gateway {
                 return;
             }
         };
-        self.shaper.set_integrations(&new.limits.integrations);
+        let rotated = self.shaper.rotate_tokens(&new.limits.integrations);
         let applied = self.access.apply(&new);
         crate::metrics::config_reload(true);
         let restart = restart_only_changes(&self.config, &new);
@@ -72,6 +72,7 @@ impl Gateway {
             keys = applied.keys,
             keys_added = applied.added,
             keys_revoked = applied.revoked,
+            tokens_rotated = %rotated.join(","),
             "configuration reloaded"
         );
         if !restart.is_empty() {

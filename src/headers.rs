@@ -138,7 +138,8 @@ pub fn credential(headers: &HeaderMap) -> Option<&[u8]> {
 /// The credential part of an `Authorization` value (possibly empty).
 pub fn credential_of(authorization: &HeaderValue) -> &[u8] {
     let value = authorization.as_bytes();
-    match value.iter().position(|b| *b == b' ') {
+    // RFC 9110: the scheme and its credentials are separated by whitespace (SP or HTAB).
+    match value.iter().position(|b| *b == b' ' || *b == b'\t') {
         Some(i) => value[i + 1..].trim_ascii(),
         None => value,
     }

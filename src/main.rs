@@ -135,6 +135,17 @@ fn doctor(
 /// `notion-gateway keys new NAME --integration INTEGRATION`.
 fn keys_command(cmd: &notion_gateway::cli::KeysCommand) -> ExitCode {
     let notion_gateway::cli::KeysCommand::New { name, integration } = cmd;
+    if !config::valid_key_name(name) {
+        eprintln!(
+            "notion-gateway keys new: `{name}`: a name is at most 64 letters, digits and - _ . @ \
+             (it is a metric label)"
+        );
+        return ExitCode::from(2);
+    }
+    if integration.trim().is_empty() {
+        eprintln!("notion-gateway keys new: --integration names an [[integrations]] entry");
+        return ExitCode::from(2);
+    }
     let key = match notion_gateway::access::new_key() {
         Ok(k) => k,
         Err(e) => {
@@ -145,7 +156,9 @@ fn keys_command(cmd: &notion_gateway::cli::KeysCommand) -> ExitCode {
     let digest = notion_gateway::access::key_digest_hex(&key);
     let quote = |s: &str| toml::Value::String(s.to_owned()).to_string();
     eprintln!(
-        "A new gateway key for {name}. Give it to its holder now: it is shown only once and          the gateway keeps only its digest. Add the entry below to the configuration file,          then reload the gateway (kill -HUP, or restart it)."
+        "A new gateway key for {name}. Give it to its holder now: it is shown only once and \
+         the gateway keeps only its digest. Add the entry below to the configuration file, \
+         then reload the gateway (kill -HUP, or restart it)."
     );
     println!("{key}");
     println!();

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 /// The Notion token the gateway holds for the `sync-job` integration (fake).
 const SYNC_TOKEN: &str = "ntn_sync_job_token_0001";
-const ALICE: &str = "ngw_alice_0123456789abcdef0123456789abcdef";
-const BULK: &str = "ngw_bulk_0123456789abcdef0123456789abcdef0";
+const ALICE: &str = "ngw_a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const BULK: &str = "ngw_b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
 
 fn sha(s: &str) -> [u8; 32] {
     sha2::Sha256::digest(s.as_bytes()).into()
@@ -266,7 +266,7 @@ async fn a_keys_rate_caps_it_below_the_integrations_budget() {
 /// Two keys of one integration, both saturating it: releases follow their weights.
 #[tokio::test(start_paused = true)]
 async fn keys_share_their_integrations_queue_by_weight() {
-    const CAROL: &str = "ngw_carol_0123456789abcdef0123456789abcdef";
+    const CAROL: &str = "ngw_c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
     let notion = FakeNotion::start().await;
     let cfg = config_with(
         &notion,

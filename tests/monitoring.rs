@@ -270,7 +270,7 @@ async fn scrapes(port: u16) -> Option<u32> {
 
 /// A read retried after a 502, a create that gets Notion's 502, a 429 waited out, refusals,
 /// bodies.
-const MONITORING_KEY: &str = "ngw_monitoring_test_key_0001";
+const MONITORING_KEY: &str = "ngw_d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
 
 async fn traffic(gw: &TestGateway, notion: &FakeNotion) {
     notion.push(Reply::html_502());

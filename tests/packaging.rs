@@ -301,9 +301,15 @@ fn prometheus_scrapes_every_gateway_service_on_its_port() {
         .iter()
         .filter(|(_, lines)| lines.iter().any(|l| l == "image: notion-gateway:latest"))
         .map(|(name, lines)| {
+            // /metrics is on server.admin_listen when it is set, else on server.listen.
             let listen = lines
                 .iter()
-                .find_map(|l| l.strip_prefix("NOTION_GATEWAY_SERVER__LISTEN: "))
+                .find_map(|l| l.strip_prefix("NOTION_GATEWAY_SERVER__ADMIN_LISTEN: "))
+                .or_else(|| {
+                    lines
+                        .iter()
+                        .find_map(|l| l.strip_prefix("NOTION_GATEWAY_SERVER__LISTEN: "))
+                })
                 .unwrap_or_else(|| panic!("{name} sets server.listen"))
                 .trim_matches('"');
             (name, listen.rsplit(':').next().unwrap().to_owned())
@@ -368,7 +374,7 @@ async fn the_compose_gateway_starts_with_an_empty_token_and_names_it_once_set() 
 
     // The stack runs in keys mode; a key is what an operator would add (`keys new`).
     assert!(cfg.contains("[access]\nmode = \"keys\""));
-    const KEY: &str = "ngw_compose_test_key_0123456789abcdef";
+    const KEY: &str = "ngw_0707070707070707070707070707070707070707070707070707070707070707";
     let digest: String = sha2::Sha256::digest(KEY.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

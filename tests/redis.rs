@@ -358,7 +358,10 @@ async fn keys_on_two_replicas_share_their_integrations_budget() {
     let redis = RedisServer::start().await;
     let notion = FakeNotion::start().await;
     notion.limit(5.0, 3);
-    let (ka, kb) = ("ngw_replica_key_a_0001", "ngw_replica_key_b_0001");
+    let (ka, kb) = (
+        "ngw_e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5",
+        "ngw_f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6",
+    );
     let a = TestGateway::start(keyed_replica(&notion, &redis, "alice", ka)).await;
     let b = TestGateway::start(keyed_replica(&notion, &redis, "bob", kb)).await;
     let t0 = Instant::now();

@@ -103,6 +103,15 @@ impl std::fmt::Debug for HeldToken {
     }
 }
 
+/// A key name: a metric label, so at most 64 letters, digits and `-_.@`.
+pub fn valid_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+}
+
 /// Most keys one configuration may hold (a reload builds the table in one go).
 pub const MAX_KEYS: usize = 100_000;
 
@@ -114,6 +123,7 @@ pub(super) fn validate(
     keys: &[RawKey],
     integrations: &[Integration],
     configured: &[RawIntegration],
+    request_timeout: Duration,
 ) -> Result<AccessConfig, (&'static str, String)> {
     let mode = match access.mode.as_str() {
         "open" => AccessMode::Open,
@@ -137,12 +147,7 @@ pub(super) fn validate(
         if k.name.trim().is_empty() {
             return Err(("keys", "every key needs a name".into()));
         }
-        if k.name.len() > 64
-            || !k
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
-        {
+        if !valid_key_name(&k.name) {
             return Err(problem(
                 "a name is at most 64 letters, digits and - _ . @ (it is a metric label)".into(),
             ));
@@ -172,9 +177,9 @@ pub(super) fn validate(
             return Err(problem("weight must be between 1 and 1000".into()));
         }
         if let Some(r) = k.rate {
-            if !(r.is_finite() && r > 0.0 && r <= 1000.0) {
+            if !(r.is_finite() && (0.001..=1000.0).contains(&r)) {
                 return Err(problem(
-                    "rate must be more than 0 and at most 1000 requests per second".into(),
+                    "rate must be between 0.001 and 1000 requests per second".into(),
                 ));
             }
         }
@@ -187,8 +192,14 @@ pub(super) fn validate(
                 )))
             }
         };
-        if k.max_wait.is_some_and(|d| d.is_zero()) {
-            return Err(problem("max_wait must be greater than zero".into()));
+        if k.max_wait
+            .is_some_and(|d| d.is_zero() || d > request_timeout)
+        {
+            return Err(problem(format!(
+                "max_wait must be greater than zero and at most server.request_timeout ({}), \
+                 which bounds every wait",
+                humantime::format_duration(request_timeout)
+            )));
         }
         out.push(KeyConfig {
             name: Arc::from(k.name.as_str()),

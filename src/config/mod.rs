@@ -27,7 +27,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use sha2::Digest as _;
 
-pub use access::{AccessConfig, AccessMode, HeldToken, KeyConfig, KeyPriority};
+pub use access::{valid_key_name, AccessConfig, AccessMode, HeldToken, KeyConfig, KeyPriority};
 pub use surface::RawConfig;
 
 /// Prefix of the environment variables that configure the gateway.
@@ -598,6 +598,7 @@ fn validate(raw: &RawConfig, fig: &Figment, env: EnvLookup<'_>) -> Result<Config
         &raw.keys,
         &limits.integrations,
         &raw.integrations,
+        server.request_timeout,
     )
     .map_err(|(key, problem)| bad(key, problem))?;
     Ok(Config {

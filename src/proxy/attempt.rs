@@ -135,12 +135,7 @@ pub(super) async fn run(
     log: &mut RequestLog,
 ) -> Result<Response, GatewayError> {
     let endpoint = req.endpoint;
-    // A key's `max_wait` bounds its time in the queue; the request deadline bounds everything.
-    let queue_deadline = charge
-        .key
-        .as_ref()
-        .and_then(|k| k.max_wait)
-        .map_or(deadline, |w| deadline.min(Instant::now() + w));
+    let queue_deadline = charge.queue_deadline.unwrap_or(deadline);
     gw.retries.record_request();
     let mut held: Option<Held> = None;
     let mut failures = 0u32;
@@ -154,13 +149,21 @@ pub(super) async fn run(
             held.is_some(),
             charge.priority,
         );
-        // A reload that removes the key answers its waiting requests at once.
+        // A reload that removes the key answers its waiting requests at once, and one it
+        // removed while the request was on its way here never reaches Notion.
         let acquired = match &charge.key {
             None => acquire.await,
-            Some(key) => tokio::select! {
-                r = acquire => r,
-                () = key.revoked() => return Err(GatewayError::UnknownKey),
-            },
+            Some(key) => {
+                let acquired = tokio::select! {
+                    biased;
+                    () = key.revoked() => return Err(GatewayError::UnknownKey),
+                    r = acquire => r,
+                };
+                if key.is_revoked() {
+                    return Err(GatewayError::UnknownKey);
+                }
+                acquired
+            }
         };
         let ticket = match (acquired, held.take()) {
             (Ok(t), _) => t,

@@ -102,38 +102,50 @@ async fn forward(
     log: &mut RequestLog,
 ) -> Result<Response, GatewayError> {
     let filtered = request::filter(gw, req, peer, deadline, log).await?;
-    let charge = filtered.charge;
+    let mut charge = filtered.charge;
     let _active = charge.key.as_ref().map(|k| k.start_request());
     let upstream =
         request::UpstreamRequest::new(gw, filtered.parts, filtered.endpoint, filtered.body)?;
-    if let Some(key) = &charge.key {
-        pace(gw, key, deadline, log).await?;
+    if let Some(key) = charge.key.clone() {
+        // A key's `max_wait` bounds all its waiting, from here: its own rate, then the queue.
+        let queue_deadline = key.max_wait.map_or(deadline, |w| {
+            Instant::now()
+                .checked_add(w)
+                .map_or(deadline, |t| t.min(deadline))
+        });
+        charge.queue_deadline = Some(queue_deadline);
+        pace(gw, &key, queue_deadline, log).await?;
     }
     attempt::run(gw, upstream, &charge, deadline, log).await
 }
 
-/// Waits for the key's own `rate` (`[[keys]] rate`), within the key's `max_wait` (else
-/// `limits.max_wait`) and the request deadline; a reload that removes the key ends the wait.
+/// Waits for the key's own `rate` (`[[keys]] rate`) until `queue_deadline` at most; without a
+/// `max_wait` of its own a normal key waits `limits.max_wait` at most, as it would in the
+/// queue. A reload that removes the key ends the wait.
 async fn pace(
     gw: &Gateway,
     key: &crate::access::Key,
-    deadline: Instant,
+    queue_deadline: Instant,
     log: &mut RequestLog,
 ) -> Result<(), GatewayError> {
     let now = Instant::now();
-    let max_wait = key
-        .max_wait
-        .unwrap_or(gw.config.limits.max_wait)
-        .min(deadline.saturating_duration_since(now));
+    let mut max_wait = queue_deadline.saturating_duration_since(now);
+    if key.max_wait.is_none() && key.priority == crate::config::KeyPriority::Normal {
+        max_wait = max_wait.min(gw.config.limits.max_wait);
+    }
     let at = key
         .pace(now, max_wait)
         .map_err(|wait| GatewayError::KeyRate {
-            retry_after: wait.as_secs_f64().ceil().max(1.0) as u64,
+            retry_after: wait
+                .as_secs()
+                .saturating_add(u64::from(wait.subsec_nanos() > 0))
+                .max(1),
         })?;
     if at > now {
         tokio::select! {
-            () = tokio::time::sleep_until(at) => {}
+            biased;
             () = key.revoked() => return Err(GatewayError::UnknownKey),
+            () = tokio::time::sleep_until(at) => {}
         }
         log.queue_wait += at - now;
     }

@@ -45,6 +45,9 @@ pub(super) struct Charge {
     pub priority: Priority,
     /// The gateway key the caller presented (the credential is then its integration's).
     pub key: Option<Arc<Key>>,
+    /// When a key's `max_wait` ends its waiting (its own rate and the queue together); `None`:
+    /// the request deadline.
+    pub queue_deadline: Option<Instant>,
 }
 
 impl Charge {
@@ -58,7 +61,7 @@ impl Charge {
         peer: IpAddr,
         log: &mut RequestLog,
     ) -> Result<Self, GatewayError> {
-        let Some(key) = gw.access.resolve(headers::credential_of(&presented))? else {
+        let Some(key) = gw.access.resolve(&presented)? else {
             let caller = gw.shaper.caller(
                 parts
                     .headers
@@ -71,6 +74,7 @@ impl Charge {
                 caller,
                 priority: Priority::Normal,
                 key: None,
+                queue_deadline: None,
             });
         };
         parts
@@ -84,6 +88,7 @@ impl Charge {
                 KeyPriority::Normal => Priority::Normal,
                 KeyPriority::Background => Priority::Background,
             },
+            queue_deadline: None,
             key: Some(key),
         })
     }

@@ -285,11 +285,34 @@ impl Shaper {
         }
     }
 
-    /// A reload's integrations: tokens seen from now on are matched against them (a rotated
-    /// token is its integration's at once); lanes that exist keep their name and budget.
-    pub fn set_integrations(&self, integrations: &[crate::config::Integration]) {
-        let integrations: Arc<[crate::config::Integration]> = integrations.to_vec().into();
-        self.inner.lock().integrations = integrations;
+    /// A reload's rotated tokens: an integration of the running configuration whose token
+    /// (`token_file`, `token_env`) changed is matched by its new digest from now on. Nothing
+    /// else of a reloaded integration applies (its budget, plan and workspace are read at
+    /// start-up). The lanes of its old token stay until idle, no longer under its name.
+    /// Returns the names of the rotated integrations.
+    pub fn rotate_tokens(&self, reloaded: &[crate::config::Integration]) -> Vec<Arc<str>> {
+        let mut st = self.inner.lock();
+        let mut rotated = Vec::new();
+        let integrations: Vec<crate::config::Integration> = st
+            .integrations
+            .iter()
+            .map(|i| {
+                let mut i = i.clone();
+                if let Some(new) = reloaded.iter().find(|n| n.name == i.name) {
+                    if new.token_sha256 != i.token_sha256 {
+                        i.token_sha256 = new.token_sha256;
+                        i.token = new.token.clone();
+                        rotated.push(i.name.clone());
+                    }
+                }
+                i
+            })
+            .collect();
+        st.integrations = integrations.into();
+        if !rotated.is_empty() {
+            st.lanes.retire_names(&rotated);
+        }
+        rotated
     }
 
     /// The caller of a gateway key's requests: the key's name, with its configured weight.

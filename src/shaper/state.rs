@@ -114,6 +114,24 @@ impl Lanes {
         self.lru.put(k, lane);
     }
 
+    /// The lanes named after `names` (their integrations' tokens were rotated) become
+    /// ordinary tokens: named `<name> (old token)`, with the `other` metric label, so the
+    /// integration's name means its current token only.
+    pub fn retire_names(&mut self, names: &[Arc<str>]) {
+        let lru = &mut self.lru;
+        self.configured.retain(|k| {
+            let Some(lane) = lru.peek_mut(k) else {
+                return false;
+            };
+            if !names.contains(&lane.label) {
+                return true;
+            }
+            lane.label = Arc::from(format!("{} (old token)", lane.label));
+            lane.configured = false;
+            false
+        });
+    }
+
     fn remove_lru(&mut self) -> Option<(u64, Lane)> {
         let (k, lane) = self.lru.pop_lru()?;
         if lane.configured {

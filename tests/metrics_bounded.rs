@@ -21,19 +21,7 @@ async fn random_tokens_do_not_grow_the_metrics() {
     let mut cfg = config_for(&notion);
     cfg.limits
         .integrations
-        .push(notion_gateway::config::Integration {
-            name: "sync-job".into(),
-            token_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
-                <sha2::Sha256 as sha2::Digest>::new(),
-                b"ntn_configured",
-            ))
-            .into(),
-            plan: notion_gateway::config::Plan::Standard,
-            per_minute: 180,
-            smoothing: None,
-            workspace: None,
-            token: None,
-        });
+        .push(integration("sync-job", "ntn_configured", false));
     let gw = TestGateway::start(cfg).await;
     let send = |token: String| {
         let req = gw

@@ -318,34 +318,14 @@ async fn a_real_prometheus_answers_every_dashboard_and_alert_expression() {
     // test token is one, as a team's tokens would be.
     cfg.limits
         .integrations
-        .push(notion_gateway::config::Integration {
-            name: "sync-job".into(),
-            token_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
-                <sha2::Sha256 as sha2::Digest>::new(),
-                b"ntn_test_token_0001",
-            ))
-            .into(),
-            plan: notion_gateway::config::Plan::Standard,
-            per_minute: 180,
-            smoothing: None,
-            workspace: None,
-            token: Some(notion_gateway::config::HeldToken::new("ntn_test_token_0001").unwrap()),
-        });
+        .push(integration("sync-job", "ntn_test_token_0001", true));
     // And a gateway key of it, for the per-key panel.
     cfg.access.keys.push(notion_gateway::config::KeyConfig {
         name: "alice".into(),
-        key_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            MONITORING_KEY.as_bytes(),
-        ))
-        .into(),
+        key_sha256: sha256(MONITORING_KEY),
         integration: "sync-job".into(),
         token: notion_gateway::config::HeldToken::new("ntn_test_token_0001").unwrap(),
-        token_sha256: sha2::Digest::finalize(sha2::Digest::chain_update(
-            <sha2::Sha256 as sha2::Digest>::new(),
-            b"ntn_test_token_0001",
-        ))
-        .into(),
+        token_sha256: sha256("ntn_test_token_0001"),
         weight: 1,
         rate: None,
         priority: notion_gateway::config::KeyPriority::Normal,

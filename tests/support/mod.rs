@@ -41,6 +41,29 @@ pub fn config_for(notion: &FakeNotion) -> Config {
     cfg
 }
 
+/// SHA-256 of a (fake) token or key, as the configuration holds it.
+pub fn sha256(secret: &str) -> [u8; 32] {
+    sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        secret.as_bytes(),
+    ))
+    .into()
+}
+
+/// A configured integration `name` for `token` at the standard plan's budget; `held`: the
+/// gateway holds the token (as `token_env`/`token_file` would), so gateway keys can use it.
+pub fn integration(name: &str, token: &str, held: bool) -> notion_gateway::config::Integration {
+    notion_gateway::config::Integration {
+        name: name.into(),
+        token_sha256: sha256(token),
+        plan: notion_gateway::config::Plan::Standard,
+        per_minute: 180,
+        smoothing: None,
+        workspace: None,
+        token: held.then(|| notion_gateway::config::HeldToken::new(token).unwrap()),
+    }
+}
+
 /// The real gateway (`notion_gateway::run`) on an ephemeral port of 127.0.0.1.
 pub struct TestGateway {
     pub addr: SocketAddr,

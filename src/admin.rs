@@ -85,7 +85,9 @@ pub async fn status(State(gw): State<Arc<Gateway>>, headers: http::HeaderMap) ->
         "tokens": shaper.tokens,
         "tokens_total": shaper.tokens_total,
         "queued_other_tokens": shaper.queued_other_tokens,
+        // Configured workspaces and the first discovered ones (bounded); all are counted.
         "workspaces": shaper.workspaces,
+        "workspaces_total": shaper.workspaces_total,
         // Who may use the gateway, and every gateway key by name (never the key).
         "access": {
             "mode": gw.access.mode().name(),

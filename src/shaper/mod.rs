@@ -433,7 +433,7 @@ impl Shaper {
                 now,
             );
             if let GroupId::Workspace(w) = &lane.group {
-                st.workspaces.insert(w.clone());
+                st.workspace_added(&w.clone());
             }
             st.lanes.insert(lane_key, lane);
         }

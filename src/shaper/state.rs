@@ -41,6 +41,16 @@ pub(super) struct State {
     pub groups: HashMap<GroupId, Group>,
     /// The workspace groups among `groups`, for `/status` without walking every group.
     pub workspaces: std::collections::BTreeSet<Arc<str>>,
+    /// The workspaces with their own metric label and `/status` row: the configured ones,
+    /// and the first [`DISCOVERED_SHOWN`] discovered in this process (labels stay bounded
+    /// however many workspaces valid tokens bring; a name stays here after its group is gone).
+    pub shown_workspaces: std::collections::HashSet<Arc<str>>,
+    /// Configured workspaces (always shown).
+    configured_workspaces: usize,
+    /// Workspace groups whose last lane left while their budget still remembered something:
+    /// removed once rested, oldest first, a few per request (or at once beyond
+    /// `limits.max_tokens` of them: memory stays bounded).
+    orphans: VecDeque<Arc<str>>,
     pub next_waiter: u64,
     /// Requests waiting in every lane: what `/metrics` shows for the tokens without a
     /// configured name, without walking the lanes.
@@ -59,9 +69,25 @@ impl State {
             next_waiter: 0,
             queued: 0,
             integrations: limits.integrations.clone().into(),
+            shown_workspaces: limits.workspaces.keys().cloned().collect(),
+            configured_workspaces: limits.workspaces.len(),
+            orphans: VecDeque::new(),
+        }
+    }
+
+    /// Records a workspace group that now exists: shown while there is room.
+    pub fn workspace_added(&mut self, name: &Arc<str>) {
+        self.workspaces.insert(name.clone());
+        if self.shown_workspaces.len() < self.configured_workspaces + DISCOVERED_SHOWN {
+            self.shown_workspaces.insert(name.clone());
         }
     }
 }
+
+/// Discovered workspaces with their own metric label and `/status` row.
+pub const DISCOVERED_SHOWN: usize = 50;
+/// Orphaned workspace groups looked at per request.
+const ORPHANS_PER_CALL: usize = 2;
 
 /// The lanes, in least-recently-used order. Lookups by key do not change the order; a
 /// request of a token does ([`Lanes::touch`]).
@@ -378,6 +404,7 @@ impl State {
     /// Evicts a few lanes from the old end that are idle for [`EVICT_AFTER`] and remember
     /// nothing (constant work per call, whatever the number of lanes).
     pub fn evict_idle(&mut self, now: Instant) {
+        self.sweep_orphans(now);
         for _ in 0..EVICT_PER_CALL {
             let old = self.lanes.lru.peek_lru().is_some_and(|(_, l)| {
                 now.saturating_duration_since(l.last_used) >= EVICT_AFTER && l.is_rested(now)
@@ -386,6 +413,41 @@ impl State {
                 return;
             }
             self.evict_lru(now);
+        }
+    }
+
+    /// Removes workspace groups without lanes once they remember nothing (the oldest few per
+    /// call), and the oldest at once while there are more than `limits.max_tokens` of them.
+    fn sweep_orphans(&mut self, now: Instant) {
+        for _ in 0..ORPHANS_PER_CALL {
+            let Some(name) = self.orphans.front().cloned() else {
+                return;
+            };
+            let gid = GroupId::Workspace(name.clone());
+            let remove = match self.groups.get(&gid) {
+                // Gone already, or a token joined it again: nothing to sweep.
+                None => {
+                    self.orphans.pop_front();
+                    continue;
+                }
+                Some(g) if g.members > 0 => {
+                    self.orphans.pop_front();
+                    continue;
+                }
+                Some(g) => {
+                    g.waiting.is_empty()
+                        && (g.workspace.as_ref().is_none_or(|b| b.is_rested(now))
+                            || self.orphans.len() > self.lanes.max)
+                }
+            };
+            if !remove {
+                return;
+            }
+            self.orphans.pop_front();
+            self.groups.remove(&gid);
+            self.workspaces.remove(&name);
+            // Its place among the shown workspaces is kept: a metric label, once used, has
+            // series the exporter cannot remove, so the labels stay the first ones.
         }
     }
 
@@ -437,6 +499,8 @@ impl State {
             if let GroupId::Workspace(w) = &lane.group {
                 self.workspaces.remove(w);
             }
+        } else if let (GroupId::Workspace(w), 0) = (&lane.group, group.members) {
+            self.orphans.push_back(w.clone());
         }
     }
 }
@@ -600,6 +664,9 @@ impl State {
             return None;
         }
         self.workspaces.insert(name.clone());
+        if self.shown_workspaces.len() < self.configured_workspaces + DISCOVERED_SHOWN {
+            self.shown_workspaces.insert(name.clone());
+        }
         let to = GroupId::Workspace(name);
         let from = std::mem::replace(&mut lane.group, to.clone());
         let waiting = !lane.queue.is_empty();

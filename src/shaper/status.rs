@@ -20,6 +20,8 @@ pub const OTHERS_SHOWN: usize = 20;
 pub struct Snapshot {
     pub tokens: Vec<KeyStatus>,
     pub workspaces: Vec<KeyStatus>,
+    /// Workspaces the shaper holds state for (listed or not).
+    pub workspaces_total: usize,
     /// Tokens the shaper holds state for (`limits.max_tokens` at most).
     pub tokens_total: usize,
     /// Requests waiting for tokens without a configured name (listed or not).
@@ -244,8 +246,9 @@ impl State {
             })
             .collect();
         tokens.sort_by(|a, b| (!a.configured, &a.key).cmp(&(!b.configured, &b.key)));
+        // The shown workspaces only (configured, and the first discovered): a bounded list.
         let mut workspaces: Vec<KeyStatus> = self
-            .workspaces
+            .shown_workspaces
             .iter()
             .filter_map(|name| {
                 let g = self.groups.get(&GroupId::Workspace(name.clone()))?;
@@ -274,6 +277,7 @@ impl State {
         Snapshot {
             tokens,
             workspaces,
+            workspaces_total: self.workspaces.len(),
             tokens_total: self.lanes.len(),
             queued_other_tokens: self.queued.saturating_sub(queued_configured),
         }

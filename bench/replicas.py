@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Two replicas sharing one budget through Redis (limits.backend = "redis"), measured in one run.
 
-1. Shaping across replicas: Redis, ../shared/bench/fake_notion.py (strict GCRA, 3/s, burst 3
-   per token, like gatebench's `shape`) and two gateways sharing budgets; 60 GETs with one
-   token at once, 30 to each replica. Prints the utilization of the shared budget (ideal
-   makespan (60 - burst) / rate over the measured one) and Notion's 429s.
+1. Shaping across replicas: Redis, bench/fake_notion.py (strict GCRA, 3/s, burst 3 per
+   token) and two gateways sharing budgets; 60 GETs with one token at once, 30 to each
+   replica. Prints the utilization of the shared budget (ideal makespan (60 - burst) / rate
+   over the measured one) and Notion's 429s.
 2. Cost: examples/loadgen against the static upstream through a gateway with the local
    backend and through one with the Redis backend (budget raised so nothing waits), one
    after the other, three rounds, with 1 connection (the added latency of one admitted
@@ -12,7 +12,7 @@
    prints req/s and p50/p99 and their ratios (redis / local).
 
     cargo build --release --bins --examples
-    python3 bench/replicas.py          # needs redis-server, python3-aiohttp; about 60 s
+    python3 bench/replicas.py          # needs redis-server; about 60 s
 """
 import asyncio
 import json
@@ -24,7 +24,7 @@ import time
 import urllib.request
 
 from common import RELEASE, ROOT, free_port, load, require_built, start, stop, wait_listening
-FAKE = ROOT.parent / "shared/bench/fake_notion.py"
+FAKE = ROOT / "bench/fake_notion.py"
 TOKEN = "ntn_replicas_bench_token"
 
 

@@ -12,7 +12,8 @@ Answers every `/v1/*` request like api.notion.com as far as a rate-shaping proxy
   `additional_data.rate_limit_reason: public_api_request_rate_limit`,
   `additional_data.retry_after: "N"`) and `Retry-After: N` (whole seconds, at least 1);
   rejected requests spend nothing. --rate 0: no limiter;
-* faults after the limiter admitted a request (never for tokens starting with --clean-prefix):
+* faults after the limiter admitted a request (never for tokens starting with --clean-prefix,
+  which are never in the --invalid-share either):
   --p429 (a 429 as above with Retry-After --retry-after), --p502 (a CDN-style HTML 502),
   --p-slow (the answer comes --slow-ms later);
 * `GET /v1/users/me`: a bot user (with `bot.workspace_id`, one workspace per token, when
@@ -106,7 +107,8 @@ async def answer(fake, method, path, headers, body):
     key = hashlib.sha256(auth.encode()).digest()[:8]
     if token:
         fake.tokens.add(key)
-    if not token or int.from_bytes(key[:2], "big") < cfg.invalid_share * 65536:
+    clean = bool(cfg.clean_prefix) and token.startswith(cfg.clean_prefix)
+    if not token or (not clean and int.from_bytes(key[:2], "big") < cfg.invalid_share * 65536):
         t["sent_401"] += 1
         return notion_error(401, "unauthorized", "API token is invalid.")
     allowed, wait = fake.gcra(key, time.monotonic())
@@ -114,8 +116,7 @@ async def answer(fake, method, path, headers, body):
         t["sent_429"] += 1
         t["limiter_429"] += 1
         return rate_limited(wait)
-    faulty = not (cfg.clean_prefix and token.startswith(cfg.clean_prefix))
-    if faulty:
+    if not clean:
         r = fake.rng.random()
         if r < cfg.p429:
             t["sent_429"] += 1

@@ -393,7 +393,11 @@ class Soak:
         conn_evicted = sum(float(line.rsplit(" ", 1)[1])
                            for line in end["metrics"].decode().splitlines()
                            if line.startswith("notion_gateway_connections_evicted_total"))
+        labels = {line.split('integration="', 1)[1].split('"', 1)[0]
+                  for line in end["metrics"].decode().splitlines()
+                  if 'integration="' in line and not line.startswith("#")}
         out.update({
+            "metrics_integration_labels_end": len(labels),
             "minutes": a.minutes, "workspaces": a.workspaces, "tokens_sent": self.tokens_sent,
             "distinct_tokens_at_fake": fstats["distinct_tokens"],
             "tokens_total_end": end["tokens_total"], "lanes_evicted": evicted,

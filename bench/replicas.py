@@ -71,7 +71,7 @@ def main():
                             "--burst", "3"]))
         wait_listening(fport, procs[-1])
         # The fake's limit as the gateway's smoothing (3/s, burst 3) on top of the standard
-        # plan's window: without it the window lets 30 go at once and the fake refuses 27.
+        # plan's window: without it the window lets 30 go at once (13 of Notion's 429s).
         paced = {**shared, "NOTION_GATEWAY_LIMITS__RATE": "3", "NOTION_GATEWAY_LIMITS__BURST": "3"}
         ports = []
         for _ in range(2):

@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Two replicas sharing one budget through Redis (limits.backend = "redis"), measured in one run.
 
-1. Shaping across replicas: Redis, ../shared/bench/fake_notion.py (strict GCRA, 3/s, burst 3
-   per token, like gatebench's `shape`) and two gateways sharing budgets; 60 GETs with one
-   token at once, 30 to each replica. Prints the utilization of the shared budget (ideal
-   makespan (60 - burst) / rate over the measured one) and Notion's 429s.
+1. Shaping across replicas: Redis, bench/fake_notion.py (strict GCRA, 3/s, burst 3 per
+   token; the gateways' limits.rate/burst set to the same, on top of the standard plan's window)
+   and two gateways sharing budgets; 60 GETs with one token at once, 30 to each
+   replica. Prints the utilization of the shared budget (ideal makespan (60 - burst) / rate
+   over the measured one) and Notion's 429s.
 2. Cost: examples/loadgen against the static upstream through a gateway with the local
-   backend and through one with the Redis backend (budget raised so nothing waits), one
+   backend and through one with the Redis backend (window and rate raised so nothing waits), one
    after the other, three rounds, with 1 connection (the added latency of one admitted
    request: a Redis round trip) and with 32 (one token's releases are serial per replica);
    prints req/s and p50/p99 and their ratios (redis / local).
 
     cargo build --release --bins --examples
-    python3 bench/replicas.py          # needs redis-server, python3-aiohttp; about 60 s
+    python3 bench/replicas.py          # needs redis-server; about 60 s
 """
 import asyncio
 import json
@@ -24,7 +25,7 @@ import time
 import urllib.request
 
 from common import RELEASE, ROOT, free_port, load, require_built, start, stop, wait_listening
-FAKE = ROOT.parent / "shared/bench/fake_notion.py"
+FAKE = ROOT / "bench/fake_notion.py"
 TOKEN = "ntn_replicas_bench_token"
 
 
@@ -69,10 +70,13 @@ def main():
         procs.append(start([sys.executable, str(FAKE), "--port", str(fport), "--rate", "3",
                             "--burst", "3"]))
         wait_listening(fport, procs[-1])
+        # The fake's limit as the gateway's smoothing (3/s, burst 3) on top of the standard
+        # plan's window: without it the window lets 30 go at once (13 of Notion's 429s).
+        paced = {**shared, "NOTION_GATEWAY_LIMITS__RATE": "3", "NOTION_GATEWAY_LIMITS__BURST": "3"}
         ports = []
         for _ in range(2):
             p = free_port()
-            procs.append(gateway(p, f"http://127.0.0.1:{fport}", shared))
+            procs.append(gateway(p, f"http://127.0.0.1:{fport}", paced))
             wait_listening(p, procs[-1])
             ports.append(p)
         res, t0 = asyncio.run(shape(ports))
@@ -88,7 +92,8 @@ def main():
         uport = free_port()
         procs.append(start([str(RELEASE / "examples/static_upstream"), f"127.0.0.1:{uport}"]))
         wait_listening(uport, procs[-1])
-        unpaced = {"NOTION_GATEWAY_LIMITS__RATE": "1000000",
+        unpaced = {"NOTION_GATEWAY_LIMITS__PER_MINUTE": "100000000",
+                   "NOTION_GATEWAY_LIMITS__RATE": "1000000",
                    "NOTION_GATEWAY_LIMITS__BURST": "1000000"}
         targets = {}
         for name, env in (("local", unpaced), ("redis", {**unpaced, **shared})):

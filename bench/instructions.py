@@ -13,12 +13,25 @@ sequential GETs over one keep-alive connection, dump the counters, print Ir per 
     python3 bench/instructions.py   # gateway (defaults, log off, 2 threads), bare hyper proxy
 
 Needs valgrind (callgrind_control). Prints one line per variant and a JSON line at the end.
+
+With --groups, also prints where each variant's instructions go: the self cost of every
+function (callgrind_annotate), summed per group of symbol names (GROUPS below) and divided by
+the requests. Function names need a binary with its symbol table: the release profile strips
+it, so build with
+
+    CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --bins --examples
+
+(the same code: `strip` only drops the symbol table at the link). With fat LTO much is inlined:
+a function's cost is counted in the group of the outermost function it was inlined into
+(tracing's field visitor, for one, runs inside `notion_gateway::telemetry`).
 """
 import argparse
 import http.client
 import http.server
 import json
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -75,6 +88,76 @@ def send(port, n):
     c.close()
 
 
+# Symbol-name patterns (regular expressions, searched in order; the first that matches wins).
+GROUPS = [
+    ("memcpy/memmove/memset", r"^(__)?mem(cpy|move|set|cmp)|^__memcpy|^__memmove|^__memset|^bcmp"),
+    ("allocation (malloc/free)", r"malloc|^free$|^cfree|_int_free|realloc|^__libc_calloc|calloc|"
+                                 r"tcache|^__rust_(alloc|dealloc|realloc)|alloc::alloc::|"
+                                 r"RawVec.*grow|raw_vec::"),
+    ("access log (tracing, fmt, telemetry)", r"tracing|notion_gateway::telemetry|core::fmt|"
+                                             r"<.* as core::fmt::|::fmt::|BatchWriter|"
+                                             r"^std::io::Write|^<?time::|SystemTime|clock_gettime|"
+                                             r"__tz|localtime|gmtime|ryu|itoa"),
+    ("metrics", r"metrics|quanta|notion_gateway::metrics|sketches|portable_atomic"),
+    ("shaper", r"notion_gateway::shaper|notion_gateway::rate_limit"),
+    ("token hash (sha2)", r"sha2|notion_gateway::identity"),
+    ("routing/catalogue", r"notion_gateway::catalogue|notion_gateway::path|matchit|axum::routing"),
+    ("hyper/http (server, client, pool)", r"hyper|httparse|^http::|<http::|h1::|want::|"
+                                          r"try_lock|http_body"),
+    ("tokio (runtime, timers, io)", r"tokio|mio::|epoll|^__libc_(recv|send|read|write)|"
+                                    r"^(recv|send|read|write|sendto|recvfrom|writev)$"),
+    ("gateway (other)", r"notion_gateway"),
+    ("hashing (std, foldhash)", r"Hash|hash|sip|foldhash"),
+]
+
+
+def self_costs(dump):
+    """Self cost (Ir) per function from a callgrind dump: every cost line of a function but the
+    inclusive costs of its calls (the line after `calls=`). callgrind_annotate is not used: it
+    counts the calls still in progress at the dump (main, the runtime's loop) as self cost."""
+    names, costs = {}, {}
+    fn, skip = None, False
+    name_re = re.compile(r"^\((\d+)\)(?: (.*))?$")
+
+    def name_of(ref):
+        m = name_re.match(ref)
+        if not m:
+            return ref
+        if m.group(2) is not None:
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), ref)
+
+    with open(dump, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("fn="):
+                fn = name_of(line[3:])
+            elif line.startswith("cfn="):
+                name_of(line[4:])  # defines a compressed name
+            elif line.startswith("calls="):
+                skip = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if skip:
+                    skip = False
+                    continue
+                parts = line.split()
+                if fn is not None and len(parts) > 1:
+                    costs[fn] = costs.get(fn, 0) + int(parts[1])
+    return costs
+
+
+def groups(dump, requests):
+    """Self cost per group of function names, per request, from a callgrind dump."""
+    sums = {name: 0 for name, _ in GROUPS}
+    sums["other"] = 0
+    top = {}
+    for func, ir in self_costs(dump).items():
+        group = next((n for n, pat in GROUPS if re.search(pat, func)), "other")
+        sums[group] += ir
+        top.setdefault(group, []).append((ir, func))
+    return {g: v / requests for g, v in sums.items()}, top
+
+
 def measure(name, cmd, env, requests, workdir):
     port = free_port()
     out = Path(workdir) / f"{name}.cg"
@@ -105,7 +188,7 @@ def measure(name, cmd, env, requests, workdir):
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
-    return total / requests
+    return total / requests, dump
 
 
 def main():
@@ -113,6 +196,14 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--gateway", default=str(ROOT / "target/release/notion-gateway"))
     ap.add_argument("--bare", default=str(ROOT / "target/release/examples/bare_proxy"))
+    ap.add_argument("--groups", action="store_true",
+                    help="also print instructions per request by group of functions")
+    ap.add_argument("--top", type=int, default=0,
+                    help="with --groups: also list each group's N costliest functions")
+    ap.add_argument("--keep", default="",
+                    help="copy the callgrind dumps into this directory (for callgrind_annotate)")
+    ap.add_argument("--only", default="",
+                    help="comma-separated variants to run (default: all)")
     a = ap.parse_args()
 
     up_port = free_port()
@@ -121,24 +212,54 @@ def main():
     upstream = f"http://127.0.0.1:{up_port}"
 
     gw = [a.gateway, "--listen", "127.0.0.1:{port}", "--upstream", upstream]
-    # One token sends thousands of requests: raise its budget so the shaper admits each at
-    # once (the fast path) instead of pacing them at Notion's 3/s.
-    unpaced = {"NOTION_GATEWAY_LIMITS__RATE": "1000000", "NOTION_GATEWAY_LIMITS__BURST": "1000000"}
+    # One token sends thousands of requests: raise its budget (the 60-second window and the
+    # smoothing rate) so the shaper admits each at once (the fast path) instead of pacing them
+    # at Notion's 3/s.
+    unpaced = {"NOTION_GATEWAY_LIMITS__PER_MINUTE": "100000000",
+               "NOTION_GATEWAY_LIMITS__RATE": "1000000",
+               "NOTION_GATEWAY_LIMITS__BURST": "1000000"}
     variants = [
         ("gateway", gw, unpaced),
         ("gateway_log_off", gw, {**unpaced, "RUST_LOG": "warn"}),
         ("gateway_2_threads", gw, {**unpaced, "NOTION_GATEWAY_SERVER__WORKER_THREADS": "2"}),
         ("bare_hyper_proxy", [a.bare, "127.0.0.1:{port}", upstream], {}),
     ]
+    if a.only:
+        keep = set(a.only.split(","))
+        variants = [v for v in variants if v[0] in keep]
     results = {}
+    tables = {}
     with tempfile.TemporaryDirectory(prefix="ngw-instructions-") as tmp:
         for name, cmd, env in variants:
             if not Path(cmd[0]).exists():
                 print(f"{name:18s} skipped: {cmd[0]} not built", file=sys.stderr)
                 continue
-            per_req = measure(name, cmd, env, a.requests, tmp)
+            per_req, dump = measure(name, cmd, env, a.requests, tmp)
             results[name] = round(per_req)
             print(f"{name:18s} {per_req:10.0f} instructions/request", flush=True)
+            if a.groups:
+                tables[name] = groups(dump, a.requests)
+            if a.keep:
+                Path(a.keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(dump, Path(a.keep) / f"{name}.cg")
+    if tables:
+        names = list(tables)
+        rows = [g for g, _ in GROUPS] + ["other"]
+        print()
+        print("| group (self cost, instructions / request) | " + " | ".join(names) + " |")
+        print("| --- |" + " --- |" * len(names))
+        for g in rows:
+            print(f"| {g} | " + " | ".join(f"{tables[n][0][g]:,.0f}" for n in names) + " |")
+        print("| total | " + " | ".join(f"{results[n]:,}" for n in names) + " |")
+        if a.top:
+            for n in names:
+                print(f"\n{n}: costliest functions per group (instructions / request)")
+                for g in rows:
+                    fs = sorted(tables[n][1].get(g, []), reverse=True)[: a.top]
+                    if fs:
+                        print(f"  {g}")
+                        for ir, f in fs:
+                            print(f"    {ir / a.requests:8,.0f}  {f[:150]}")
     if "gateway" in results and "bare_hyper_proxy" in results:
         print(f"gateway / bare hyper proxy: {results['gateway'] / results['bare_hyper_proxy']:.2f}x")
     print(json.dumps({"requests": a.requests, "instructions_per_request": results}))

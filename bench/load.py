@@ -18,6 +18,9 @@ this machine is shared and its speed drifts. Every run must answer 200 to every 
 
     cargo build --release --bins --examples
     python3 bench/load.py [--rounds 3] [--seconds 5] [--connections 32] [--threads 2,0]
+
+--baseline PATH adds `gw-base`: another notion-gateway binary (an earlier build kept aside)
+with the same settings as `gateway`, for a before/after comparison in one run.
 """
 import argparse
 import json
@@ -68,6 +71,8 @@ def main():
     ap.add_argument("--no-nginx", action="store_true", help="leave nginx out even if installed")
     ap.add_argument("--threads", default="2,0",
                     help="server.worker_threads values to compare with the default (\"\": none)")
+    ap.add_argument("--baseline", default="",
+                    help="another notion-gateway binary to run beside `gateway` (as gw-base)")
     a = ap.parse_args()
 
     require_built("notion-gateway", "examples/loadgen", "examples/static_upstream",
@@ -88,6 +93,12 @@ def main():
                             "--upstream", f"http://127.0.0.1:{up_port}"], unpaced))
         wait_listening(port, procs[-1])
         targets["gateway"] = port
+        if a.baseline:
+            port = free_port()
+            procs.append(start([a.baseline, "--listen", f"127.0.0.1:{port}",
+                                "--upstream", f"http://127.0.0.1:{up_port}"], unpaced))
+            wait_listening(port, procs[-1])
+            targets["gw-base"] = port
         for n in [t.strip() for t in a.threads.split(",") if t.strip()]:
             port = free_port()
             procs.append(start([str(RELEASE / "notion-gateway"), "--listen", f"127.0.0.1:{port}",

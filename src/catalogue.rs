@@ -280,20 +280,41 @@ fn decode_segments(path: &str) -> String {
 
 /// Whether `path` fits `template`, segment by segment; `{...}` matches any non-empty segment.
 fn matches(template: &str, path: &str) -> bool {
-    let mut t = template.split('/');
-    let mut p = path.split('/');
+    // Segment by segment as `split('/')` would pair them, on bytes: this runs for each route
+    // until one matches, and splitting both strings anew each time was most of a lookup.
+    let (t, p) = (template.as_bytes(), path.as_bytes());
+    let (mut i, mut j) = (0, 0);
     loop {
-        match (t.next(), p.next()) {
-            (None, None) => return true,
-            (Some(ts), Some(ps)) => {
-                let ok = if ts.starts_with('{') {
-                    !ps.is_empty()
-                } else {
-                    ts == ps
-                };
-                if !ok {
+        if t.get(i) == Some(&b'{') {
+            // A placeholder takes any non-empty segment.
+            while i < t.len() && t[i] != b'/' {
+                i += 1;
+            }
+            let start = j;
+            while j < p.len() && p[j] != b'/' {
+                j += 1;
+            }
+            if j == start {
+                return false;
+            }
+        } else {
+            while i < t.len() && t[i] != b'/' {
+                if p.get(j) != Some(&t[i]) {
                     return false;
                 }
+                i += 1;
+                j += 1;
+            }
+            if j < p.len() && p[j] != b'/' {
+                return false;
+            }
+        }
+        // Both at the end, or both at a `/`.
+        match (i == t.len(), j == p.len()) {
+            (true, true) => return true,
+            (false, false) => {
+                i += 1;
+                j += 1;
             }
             _ => return false,
         }
@@ -307,6 +328,72 @@ pub fn entries() -> impl Iterator<Item = (&'static str, &'static str)> {
 
 #[cfg(test)]
 mod tests {
+    /// The definition `matches` implements: segments of `split('/')` paired, a `{...}`
+    /// segment of the template taking any non-empty one.
+    fn matches_by_split(template: &str, path: &str) -> bool {
+        let mut t = template.split('/');
+        let mut p = path.split('/');
+        loop {
+            match (t.next(), p.next()) {
+                (None, None) => return true,
+                (Some(ts), Some(ps)) => {
+                    let ok = if ts.starts_with('{') {
+                        !ps.is_empty()
+                    } else {
+                        ts == ps
+                    };
+                    if !ok {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    #[test]
+    fn matching_on_bytes_is_matching_by_segments() {
+        let mut templates: Vec<&str> = entries().map(|(_, t)| t).collect();
+        templates.extend(["", "/", "{id}", "/{a}/{b}", "/v1/x{id}", "/v1/{id}x/y"]);
+        let mut paths: Vec<String> = [
+            "",
+            "/",
+            "//",
+            "/v1",
+            "/v1/",
+            "/v1//",
+            "/v1/pages",
+            "/v1/pages/",
+            "/v1/pages//x",
+            "/v1/pages/abc",
+            "/v1/pages/abc/",
+            "/v1/pages/abc/properties/t",
+            "/v1/pages/abc/markdown",
+            "/v1/blocks/b/children",
+            "/v1/blocks//children",
+            "/v1/data_sources/d/query",
+            "/v1/users/me",
+            "/v1/users/meme",
+            "/v1/user",
+            "/v1/xabc",
+            "/v1/x{id}",
+            "/v1/{id}x/y",
+            "/v1/q/y",
+            "a/b",
+            "/a/b/c",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        paths.extend(templates.iter().map(|t| t.to_string()));
+        paths.extend(templates.iter().map(|t| t.replace("{id}", "1234")));
+        for t in &templates {
+            for p in &paths {
+                assert_eq!(matches(t, p), matches_by_split(t, p), "{t:?} against {p:?}");
+            }
+        }
+    }
+
     use super::*;
 
     const DASHED: &str = "59833787-2cf9-4fdf-8782-e53db20768a5";

@@ -6,10 +6,13 @@
 //! codes, and reasons from fixed lists (Notion's `rate_limit_reason` is mapped onto the
 //! documented values, `other` for anything else: [`crate::shaper::Limit::LABELS`]).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests answered, by `route`, `method` and `status`.
@@ -112,10 +115,12 @@ const ATTEMPT_BUCKETS: &[f64] = &[
     0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 65.0,
 ];
 
+/// The gateway's recorder once [`install`] has run: `Some` when it is the global one.
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
 /// Installs the process-wide recorder on first use and returns its handle; `None` if another
 /// recorder was installed first (a library user's own).
 pub fn install() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
@@ -276,13 +281,42 @@ pub fn request(
     took: Duration,
     body_bytes: Option<u64>,
 ) {
-    if let Some(n) = body_bytes {
-        let result = if status < 400 { "ok" } else { "error" };
-        metrics::histogram!(REQUEST_SIZE, "result" => result).record(n as f64);
+    let method = method_label(method);
+    let cached = with_handles(|h| {
+        if let Some(n) = body_bytes {
+            h.request_size[usize::from(status >= 400)]
+                .get_or_insert_with(|| request_size_handle(status))
+                .record(n as f64);
+        }
+        h.requests
+            .entry((static_key(route), static_key(method), status))
+            .or_insert_with(|| requests_handle(route, method, status))
+            .increment(1);
+        h.request_duration
+            .entry(static_key(route))
+            .or_insert_with(|| request_duration_handle(route))
+            .record(took.as_secs_f64());
+    });
+    if !cached {
+        if let Some(n) = body_bytes {
+            request_size_handle(status).record(n as f64);
+        }
+        requests_handle(route, method, status).increment(1);
+        request_duration_handle(route).record(took.as_secs_f64());
     }
-    metrics::counter!(REQUESTS, "route" => route, "method" => method_label(method), "status" => status_label(status))
-        .increment(1);
-    metrics::histogram!(REQUEST_DURATION, "route" => route).record(took.as_secs_f64());
+}
+
+fn request_size_handle(status: u16) -> Histogram {
+    let result = if status < 400 { "ok" } else { "error" };
+    metrics::histogram!(REQUEST_SIZE, "result" => result)
+}
+
+fn requests_handle(route: &'static str, method: &'static str, status: u16) -> Counter {
+    metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status_label(status))
+}
+
+fn request_duration_handle(route: &'static str) -> Histogram {
+    metrics::histogram!(REQUEST_DURATION, "route" => route)
 }
 
 /// Requests in flight: a plain atomic on the request path, copied into the gauge when
@@ -306,8 +340,28 @@ impl Drop for InFlight {
 }
 
 pub fn upstream_attempt(route: &'static str, outcome: &'static str, took: Duration) {
-    metrics::counter!(UPSTREAM_ATTEMPTS, "route" => route, "outcome" => outcome).increment(1);
-    metrics::histogram!(UPSTREAM_ATTEMPT_DURATION, "route" => route).record(took.as_secs_f64());
+    let cached = with_handles(|h| {
+        h.attempts
+            .entry((static_key(route), static_key(outcome)))
+            .or_insert_with(|| attempts_handle(route, outcome))
+            .increment(1);
+        h.attempt_duration
+            .entry(static_key(route))
+            .or_insert_with(|| attempt_duration_handle(route))
+            .record(took.as_secs_f64());
+    });
+    if !cached {
+        attempts_handle(route, outcome).increment(1);
+        attempt_duration_handle(route).record(took.as_secs_f64());
+    }
+}
+
+fn attempts_handle(route: &'static str, outcome: &'static str) -> Counter {
+    metrics::counter!(UPSTREAM_ATTEMPTS, "route" => route, "outcome" => outcome)
+}
+
+fn attempt_duration_handle(route: &'static str) -> Histogram {
+    metrics::histogram!(UPSTREAM_ATTEMPT_DURATION, "route" => route)
 }
 
 pub fn retry(route: &'static str, reason: &'static str) {
@@ -319,8 +373,25 @@ pub fn retry_denied(route: &'static str, why: &'static str) {
 }
 
 pub fn queue_wait(integration: &std::sync::Arc<str>, waited: Duration) {
+    let cached = with_handles(|h| {
+        if let Some(hist) = h.queue_wait.get(&**integration) {
+            hist.record(waited.as_secs_f64());
+            return;
+        }
+        if h.queue_wait.len() >= MAX_CACHED_INTEGRATIONS {
+            h.queue_wait.clear();
+        }
+        let hist = queue_wait_handle(integration);
+        hist.record(waited.as_secs_f64());
+        h.queue_wait.insert(integration.clone(), hist);
+    });
+    if !cached {
+        queue_wait_handle(integration).record(waited.as_secs_f64());
+    }
+}
+
+fn queue_wait_handle(integration: &std::sync::Arc<str>) -> Histogram {
     metrics::histogram!(QUEUE_WAIT, "integration" => integration.clone())
-        .record(waited.as_secs_f64());
 }
 
 /// Notion's 429 or 529 for `integration`; `reason` is one of a fixed set of labels (the
@@ -454,6 +525,115 @@ pub const LANES_EVICTED: &str = "notion_gateway_lanes_evicted_total";
 pub fn lane_evicted(rested: bool) {
     let state = if rested { "rested" } else { "learned" };
     metrics::counter!(LANES_EVICTED, "state" => state).increment(1);
+}
+
+// ---- Cached handles of the per-request series ----------------------------------------------
+//
+// `metrics::counter!(NAME, "route" => route, ...)` builds a `Key` (a `Vec` of labels, hashed),
+// looks it up in the recorder's sharded registry under a read lock and clones the handle, on
+// every call. The per-request series have label sets taken from small fixed sets (route
+// templates, methods, status codes, attempt outcomes, integration labels), so each thread
+// keeps the handles it has used in a small map: a hit is one hash of a pointer or a short
+// string and the record itself. A handle is the registry's own (the same atomic the exporter
+// renders), so names, labels and values are exactly those of the macros. Used only while this
+// module's recorder is the global one: before `install` (or when another recorder was
+// installed first) every call goes through the macros as before.
+
+/// A hasher for the caches' small keys (pointers, short strings): FxHash's multiply-rotate.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// A `&'static str` label by address and length: equal keys are the same string. Two copies of
+/// one string at different addresses get two entries holding the same registry handle.
+type StaticKey = (usize, usize);
+
+fn static_key(s: &'static str) -> StaticKey {
+    (s.as_ptr() as usize, s.len())
+}
+
+/// More integration labels than this (configured integrations, workspaces and `other`; a
+/// reload may rename them) and a thread's map starts again.
+const MAX_CACHED_INTEGRATIONS: usize = 1024;
+
+#[derive(Default)]
+struct Handles {
+    /// `REQUESTS` by route, method (its label) and status.
+    requests: FxMap<(StaticKey, StaticKey, u16), Counter>,
+    /// `REQUEST_DURATION` by route.
+    request_duration: FxMap<StaticKey, Histogram>,
+    /// `REQUEST_SIZE` for `ok` and `error`.
+    request_size: [Option<Histogram>; 2],
+    /// `UPSTREAM_ATTEMPTS` by route and outcome.
+    attempts: FxMap<(StaticKey, StaticKey), Counter>,
+    /// `UPSTREAM_ATTEMPT_DURATION` by route.
+    attempt_duration: FxMap<StaticKey, Histogram>,
+    /// `QUEUE_WAIT` by integration label.
+    queue_wait: FxMap<std::sync::Arc<str>, Histogram>,
+}
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
+}
+
+/// Runs `f` on this thread's cached handles when the gateway's recorder is the global one;
+/// `false` (nothing done) otherwise, or if the cache is not available (re-entered, or the
+/// thread is exiting): the caller then records through the macros.
+fn with_handles(f: impl FnOnce(&mut Handles)) -> bool {
+    if !matches!(HANDLE.get(), Some(Some(_))) {
+        return false;
+    }
+    HANDLES
+        .try_with(|h| match h.try_borrow_mut() {
+            Ok(mut h) => {
+                f(&mut h);
+                true
+            }
+            Err(_) => false,
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -32,6 +32,21 @@ pub type Refusal = &'static str;
 /// forwarded.
 pub fn check(path: &str) -> Result<(), Refusal> {
     let rest = path.strip_prefix('/').unwrap_or(path);
+    // The common case, decided without decoding: letters, digits, `-`, `_` and single `/`s
+    // only (no escape, dot, backslash or control character), which every check below passes.
+    if rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'/')
+        && !rest.starts_with('/')
+        && !rest.contains("//")
+    {
+        return Ok(());
+    }
+    check_segments(rest)
+}
+
+/// [`check`] segment by segment; `rest` is the path without its leading `/`.
+fn check_segments(rest: &str) -> Result<(), Refusal> {
     let property_slot = is_property_path(rest);
     let mut segments = rest.split('/').peekable();
     while let Some(seg) = segments.next() {
@@ -155,6 +170,45 @@ mod tests {
     use super::*;
 
     const ID: &str = "59833787-2cf9-4fdf-8782-e53db20768a5";
+
+    #[test]
+    fn the_fast_path_agrees_with_the_segment_checks() {
+        let parts = [
+            "",
+            "/",
+            "//",
+            "v1",
+            "pages",
+            ID,
+            "a-b_c",
+            ".",
+            "..",
+            "%2e",
+            "%2F",
+            "a%5Cb",
+            "\\",
+            "x y",
+            "\u{7}",
+            "é",
+            ";",
+            "properties",
+            "title",
+        ];
+        for a in parts {
+            for b in parts {
+                for c in parts {
+                    for p in [
+                        format!("/{a}/{b}/{c}"),
+                        format!("/{a}{b}/{c}/"),
+                        format!("{a}/{b}{c}"),
+                    ] {
+                        let rest = p.strip_prefix('/').unwrap_or(&p);
+                        assert_eq!(check(&p), check_segments(rest), "{p:?}");
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn ordinary_paths_pass() {

@@ -179,8 +179,11 @@ pub(super) async fn run(
         log.attempts += 1;
 
         let request = req.build()?;
-        let result = send(gw, request, &ticket, endpoint, deadline, log).await;
-        match outcome(gw, &ticket, &req, result, deadline).await {
+        // The states after the wait are boxed: a future is as large as its largest state, and
+        // a queued request (waiting in `acquire` above) would otherwise hold their space too
+        // (examples/future_sizes.rs, bench/queue_memory.py).
+        let result = Box::pin(send(gw, request, &ticket, endpoint, deadline, log)).await;
+        match Box::pin(outcome(gw, &ticket, &req, result, deadline)).await {
             Outcome::Answer(answer) => return answer,
             Outcome::PushedBack(p) => {
                 // Sent again, first in line, if the body can be replayed, Notion did not say
@@ -205,7 +208,10 @@ pub(super) async fn run(
             Outcome::Failed(failure, result) => {
                 failures += 1;
                 log.failed_attempts.push(failure.reason());
-                match retry_or_answer(gw, &req, &ticket, failure, failures, result, deadline).await
+                match Box::pin(retry_or_answer(
+                    gw, &req, &ticket, failure, failures, result, deadline,
+                ))
+                .await
                 {
                     ControlFlow::Break(answer) => return answer,
                     ControlFlow::Continue(h) => held = Some(h),

@@ -33,7 +33,25 @@ async fn tokens_never_reach_the_log() {
 
     let notion = FakeNotion::start().await;
     notion.push(Reply::notion_error(401, "unauthorized"));
-    let gw = TestGateway::start(config_for(&notion)).await;
+    let mut cfg = config_for(&notion);
+    // A gateway key of an integration whose token the gateway holds: its name is logged,
+    // neither the key nor the held token.
+    const KEY: &str = "ngw_5ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75ec2e75e";
+    cfg.limits
+        .integrations
+        .push(integration("team", "ntn_HELDSECRET_token", true));
+    cfg.access.keys.push(notion_gateway::config::KeyConfig {
+        name: "alice".into(),
+        key_sha256: sha256(KEY),
+        integration: "team".into(),
+        token: notion_gateway::config::HeldToken::new("ntn_HELDSECRET_token").unwrap(),
+        token_sha256: sha256("ntn_HELDSECRET_token"),
+        weight: 1,
+        rate: None,
+        priority: notion_gateway::config::KeyPriority::Normal,
+        max_wait: None,
+    });
+    let gw = TestGateway::start(cfg).await;
     let req = gw
         .request_as(Method::POST, "/v1/pages", "ntn_SUPERSECRET_value")
         .body(full("{}"))
@@ -48,6 +66,11 @@ async fn tokens_never_reach_the_log() {
         .get("/v1/pages/59833787-2cf9-4fdf-8782-e53db20768a5")
         .await;
     assert_eq!(retried.status, 200);
+    let keyed = gw
+        .request_as(Method::GET, "/v1/users/me", KEY)
+        .body(empty())
+        .unwrap();
+    assert_eq!(gw.send(keyed).await.status, 200);
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
     assert!(
@@ -69,5 +92,13 @@ async fn tokens_never_reach_the_log() {
     assert!(
         !logs.contains("SUPERSECRET"),
         "token leaked into logs: {logs}"
+    );
+    assert!(
+        logs.contains("\"key\":\"alice\"") && logs.contains("\"integration\":\"team\""),
+        "the key's name and integration logged: {logs}"
+    );
+    assert!(
+        !logs.contains("5ec2e7") && !logs.contains("HELDSECRET"),
+        "a gateway key or a held token leaked into logs: {logs}"
     );
 }

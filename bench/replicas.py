@@ -9,7 +9,7 @@
 2. Cost: examples/loadgen against the static upstream through a gateway with the local
    backend and through one with the Redis backend (window and rate raised so nothing waits), one
    after the other, three rounds, with 1 connection (the added latency of one admitted
-   request: a Redis round trip) and with 32 (a lone token keeps up to 8 reservations in flight per replica);
+   request: a Redis round trip) and with 32 (a lone token asks for up to 32 slots per call, up to 8 calls in flight per replica);
    prints req/s and p50/p99 and their ratios (redis / local).
 
     cargo build --release --bins --examples

@@ -146,6 +146,7 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
     let mut decisions = 0;
     let mut window_bound = 0;
     let mut learned = 0;
+    let mut batched = 0;
     for case in 0..60 {
         // Rates whose interval is a whole number of microseconds, as the script stores it.
         let rate = [1.0, 2.0, 2.5, 4.0, 5.0, 8.0, 10.0, 20.0][rng.usize(..8)];
@@ -206,6 +207,9 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
                 continue;
             }
             let reserve = op < 3;
+            // A reservation of several slots (one call for a burst of requests) takes them
+            // as that many reservations one after the other would.
+            let want = if reserve { rng.usize(1..4) } else { 1 };
             let mut inv = script.prepare_invoke();
             inv.key(&key)
                 .arg(if reserve { "reserve" } else { "admit" })
@@ -213,7 +217,9 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
                 .arg(60_000)
                 .arg("replica")
                 .arg(0)
-                .arg("0");
+                .arg("0")
+                .arg(want)
+                .arg(3_600_000_000u64);
             key_args(&mut inv);
             let reply: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
             let go = ready(&local, &window, now);
@@ -232,9 +238,23 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
             if reserve {
                 // Reserving is admitting at the first instant both allow.
                 assert_eq!(reply[0], 1);
+                assert_eq!(reply.len(), 8 + want - 1, "case {case}: slots");
                 assert!(local.admit(go).is_ok());
                 if let Some(w) = window.as_mut() {
                     w.record_at(go, now);
+                }
+                for later in &reply[8..] {
+                    let go = ready(&local, &window, now);
+                    assert_eq!(
+                        later - (epoch_us + t),
+                        go.saturating_duration_since(now).as_micros() as i64,
+                        "case {case} rate {rate} burst {burst} window {budget} at {t} µs: later slot"
+                    );
+                    assert!(local.admit(go).is_ok());
+                    if let Some(w) = window.as_mut() {
+                        w.record_at(go, now);
+                    }
+                    batched += 1;
                 }
             } else {
                 let admitted = go <= now;
@@ -275,6 +295,7 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
         "the window decided only {window_bound} times"
     );
     assert!(learned > 20, "only {learned} window 429s");
+    assert!(batched > 300, "only {batched} later slots");
 }
 
 /// Two replicas, one token, one fake Notion that allows 5/s: together they send at 5/s, never

@@ -2,12 +2,15 @@
 //! Redis (one call), sleep until it (one timer), hand it to the lane's next live waiter in fair
 //! order, or give it back. While Redis is unreachable, the local share decides instead.
 //!
-//! A lone token's dispatcher keeps up to [`PIPELINE`] reservations in flight while that many
-//! of its requests wait (the connection manager pipelines them on one connection), so its
-//! releases are not one round trip apart. Every slot is still Redis's decision; one nobody
-//! takes is given back. A workspace's dispatcher reserves one at a time: its next slot may be
-//! for another lane, chosen when the previous one was handed over.
+//! A lone token's dispatcher asks for as many slots as it has requests waiting (at most
+//! [`BATCH`] per call, and only those within [`HORIZON`] of the call: a tight budget's are
+//! taken one at a time) and keeps up to [`PIPELINE`] such calls in flight (the connection
+//! manager pipelines them on one connection), so its releases are neither one round trip
+//! apart nor one script run apart. Every slot is still Redis's decision; one nobody takes is
+//! given back. A workspace's dispatcher reserves one slot at a time: its next slot may be for
+//! another lane, chosen when the previous one was handed over.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,8 +130,13 @@ impl RemoteBudget {
     }
 }
 
-/// Most reservations of one lone token's dispatcher in flight at once.
-pub(in crate::shaper) const PIPELINE: usize = 8;
+/// Most reservation calls of one lone token's dispatcher in flight at once.
+const PIPELINE: usize = 8;
+/// Most slots one call takes.
+const BATCH: usize = 32;
+/// A call takes a slot after its first only if it lies this close to the call: slots that
+/// follow each other within one timer tick or so, not a queue's worth of a slow budget.
+const HORIZON: Duration = Duration::from_millis(20);
 
 /// What a Redis-budget dispatcher does next.
 enum Plan {
@@ -139,44 +147,58 @@ enum Plan {
     Enough,
     /// Nothing may go before then (a pause, or the local share while Redis is unreachable).
     Wait(Instant),
-    /// Take a slot for the next request of `lane` (`resume`: first reservation after a switch).
-    Reserve {
-        lane: u64,
-        keys: Vec<KeySpec>,
-        waiting: usize,
-        resume: bool,
-    },
+    /// Take slots for the next requests of `lane`.
+    Reserve(Call),
     /// Redis is unreachable: the local share admitted a request of `lane` now.
     Local { lane: u64 },
 }
 
+/// One reservation call: slots for the next `want` requests of `lane`.
+struct Call {
+    lane: u64,
+    keys: Vec<KeySpec>,
+    want: usize,
+    /// Requests waiting on this replica after those `want`.
+    waiting: usize,
+    /// The first reservation after a switch from the local share.
+    resume: bool,
+}
+
+/// What the dispatcher has on its way: calls in flight and the slots they asked for or hold,
+/// not handed over yet (shared with the calls, which hand their slots over themselves).
+struct InFlight {
+    calls: usize,
+    slots: usize,
+}
+
 impl State {
     /// Chooses the lane whose request goes next in group `gid` (round robin) and what it
-    /// needs (`connected`: Redis answers; `in_flight`: reservations already on their way).
+    /// needs (`connected`: Redis answers).
     fn plan(
         &mut self,
         gid: &GroupId,
         now: Instant,
         connected: bool,
         epoch: u64,
-        in_flight: usize,
+        in_flight: InFlight,
     ) -> Plan {
         let Some(group) = self.groups.get_mut(gid) else {
-            return if in_flight > 0 {
+            return if in_flight.calls > 0 {
                 Plan::Enough
             } else {
                 Plan::Done
             };
         };
         let lanes = &mut self.lanes;
-        if in_flight > 0 {
-            // Another reservation beside those in flight: only for a lone token, only for a
-            // request no reservation is on its way for, and only while Redis answers.
+        let solo = matches!(gid, GroupId::Solo(_));
+        if in_flight.calls > 0 {
+            // Another call beside those in flight: only for a lone token, only for requests no
+            // slot is on its way for, and only while Redis answers.
             let waiting: usize = match gid {
                 GroupId::Solo(k) => lanes.get(k).map_or(0, |l| l.queue.len()),
                 GroupId::Workspace(_) => 0,
             };
-            if !connected || in_flight >= PIPELINE || waiting <= in_flight {
+            if !connected || in_flight.calls >= PIPELINE || waiting <= in_flight.slots {
                 return Plan::Enough;
             }
         }
@@ -219,7 +241,7 @@ impl State {
             .paused_until(now)
             .max(group.workspace.as_ref().and_then(|b| b.paused_until(now)));
         if let Some(p) = paused {
-            return if in_flight > 0 {
+            return if in_flight.calls > 0 {
                 Plan::Enough
             } else {
                 Plan::Wait(p)
@@ -258,12 +280,19 @@ impl State {
         if let (Some(r), Some(b)) = (group.remote.as_mut(), group.workspace.as_ref()) {
             keys.push(r.spec(b));
         }
-        Plan::Reserve {
+        // A workspace's next slot may be another lane's: one at a time.
+        let want = if solo {
+            waiting.saturating_sub(in_flight.slots).clamp(1, BATCH)
+        } else {
+            1
+        };
+        Plan::Reserve(Call {
             lane: lane_key,
             keys,
-            waiting: waiting.saturating_sub(1 + in_flight),
+            want,
+            waiting: waiting.saturating_sub(want + in_flight.slots),
             resume,
-        }
+        })
     }
 
     /// Learns what Redis answered for a reservation of `lane` in `gid`.
@@ -341,9 +370,9 @@ impl State {
     }
 }
 
-/// One group's dispatcher when budgets live in Redis: reserve the next slot (one Redis call),
-/// sleep until it (one timer), hand it to the next waiter in fair order; repeat until nothing
-/// waits. While Redis is unreachable the local share decides instead.
+/// One group's dispatcher when budgets live in Redis: reserve the next slots (one Redis call),
+/// sleep until each (one timer), hand it to the next waiter in fair order; repeat until
+/// nothing waits. While Redis is unreachable the local share decides instead.
 pub(in crate::shaper) async fn run(
     inner: Arc<Inner>,
     gid: GroupId,
@@ -351,17 +380,20 @@ pub(in crate::shaper) async fn run(
     redis: Arc<RedisBudgets>,
 ) {
     let mut in_flight = FuturesUnordered::new();
+    // Slots asked for or held by the calls in flight, not handed over yet.
+    let slots = Arc::new(AtomicUsize::new(0));
     loop {
-        // Plan until the reservations in flight cover what may be reserved.
+        // Plan until the calls in flight cover what may be reserved.
         loop {
             let now = Instant::now();
-            let plan = inner.lock().plan(
-                &gid,
-                now,
-                redis.is_connected(),
-                redis.epoch(),
-                in_flight.len(),
-            );
+            let on_the_way = InFlight {
+                calls: in_flight.len(),
+                slots: slots.load(Ordering::Relaxed),
+            };
+            let plan =
+                inner
+                    .lock()
+                    .plan(&gid, now, redis.is_connected(), redis.epoch(), on_the_way);
             match plan {
                 Plan::Enough => break,
                 Plan::Done => {
@@ -382,55 +414,56 @@ pub(in crate::shaper) async fn run(
                         st.refund_local_share(lane, now);
                     }
                 }
-                Plan::Reserve {
-                    lane,
-                    keys,
-                    waiting,
-                    resume,
-                } => in_flight.push(reserve(
-                    inner.clone(),
-                    gid.clone(),
-                    redis.clone(),
-                    lane,
-                    keys,
-                    waiting,
-                    resume,
-                )),
+                Plan::Reserve(call) => {
+                    slots.fetch_add(call.want, Ordering::Relaxed);
+                    in_flight.push(reserve(
+                        inner.clone(),
+                        gid.clone(),
+                        redis.clone(),
+                        slots.clone(),
+                        call,
+                    ));
+                }
             }
         }
-        // The next slot due (each reservation sleeps until its own).
-        let Some(reserved) = in_flight.next().await else {
-            continue;
-        };
-        // Degraded now (logged by `RedisBudgets`): the next plan uses the local share.
-        let Some((lane, keys, slot)) = reserved else {
-            continue;
-        };
-        let handed = inner
-            .lock()
-            .hand_over(&gid, lane, Instant::now(), PaidBy::Redis(slot));
-        if !handed {
-            let _ = redis.refund(&keys, slot).await;
-        }
+        // A call has handed over its slots (or failed: degraded now, logged by
+        // `RedisBudgets`, and the next plan uses the local share).
+        let _ = in_flight.next().await;
     }
 }
 
-/// One reservation for `lane`: the Redis call, what it taught, and the sleep until its slot.
+/// One reservation call for `lane`: the Redis call, what it taught, and for each slot the
+/// sleep until it and the hand-over (or the refund, when nobody waits any more). `slots`
+/// counts down each slot asked for as it is handed over, given back, or not granted.
 async fn reserve(
     inner: Arc<Inner>,
     gid: GroupId,
     redis: Arc<RedisBudgets>,
-    lane: u64,
-    keys: Vec<KeySpec>,
-    waiting: usize,
-    resume: bool,
-) -> Option<(u64, Vec<KeySpec>, u64)> {
-    let r = redis.reserve(&keys, waiting, resume).await.ok()?;
+    slots: Arc<AtomicUsize>,
+    call: Call,
+) {
+    let done = |n: usize| slots.fetch_sub(n, Ordering::Relaxed);
+    let answer = redis
+        .reserve(&call.keys, call.want, HORIZON, call.waiting, call.resume)
+        .await;
+    let Ok(r) = answer else {
+        done(call.want);
+        return;
+    };
     let at = Instant::now();
-    inner.lock().learn(&gid, lane, &r, at);
-    // A timer rounds up to the next millisecond: only sleep for a slot ahead.
-    if !r.wait.is_zero() {
-        tokio::time::sleep_until(at + r.wait).await;
+    inner.lock().learn(&gid, call.lane, &r, at);
+    done(call.want.saturating_sub(r.slots.len()));
+    for (wait, slot) in r.slots {
+        // A timer rounds up to the next millisecond: only sleep for a slot ahead.
+        if !wait.is_zero() {
+            tokio::time::sleep_until(at + wait).await;
+        }
+        let handed = inner
+            .lock()
+            .hand_over(&gid, call.lane, Instant::now(), PaidBy::Redis(slot));
+        done(1);
+        if !handed {
+            let _ = redis.refund(&call.keys, slot).await;
+        }
     }
-    Some((lane, keys, r.slot))
 }

@@ -20,12 +20,13 @@
 -- Per key, for reserve, admit and pause, 6 arguments: interval, tolerance, changed ("1": this
 --   replica changed the rate, store it; "0": use the stored one), window budget as configured
 --   (0: no window), provisional ("1": that budget is a guess), forget-after in microseconds.
--- reserve, admit: ARGV[4] replica id, ARGV[5] requests waiting on it after this one, ARGV[6]
+-- reserve, admit: ARGV[4] replica id, ARGV[5] requests waiting on it after these, ARGV[6]
 --   resume ("1": this replica worked alone while Redis was unreachable: spend every key's burst
---   before it takes a slot). reserve takes the earliest slot every key allows (possibly in the
---   future); admit takes it only if it is now.
+--   before it takes a slot), ARGV[7] slots wanted (admit: 1), ARGV[8] horizon in microseconds.
+--   reserve takes the earliest slot every key allows (possibly in the future), then the next
+--   ones, as many as wanted while they lie within the horizon; admit takes one only if it is now.
 --   Returns {taken, wait, others_waiting, slot, then per key: interval used, next ready - now,
---   window budget in force, window used}.
+--   window budget in force, window used; then the slots after the first}.
 -- pause: ARGV[4] Retry-After in microseconds, ARGV[5] learn ("1": the 429 named this window
 --   limit: learn its budget). Returns {until - now, then per key: window budget in force}.
 -- refund: ARGV[4] the slot (as reserve returned it), then per key ARGV[4 + i] interval. Gives
@@ -55,24 +56,29 @@ local function burst_of(b)
 end
 
 -- The key's state, with the rate and window the caller passes unless another replica's (or a
--- 429's) is stored. a: index of the key's first argument.
+-- 429's) is stored. a: index of the key's first argument. The buckets are sorted only when the
+-- reserve rule needs their order (a window near its budget); `used` counts those live at `now`.
 local function load(key, a)
   local h = redis.call('HGETALL', key)
-  local stored, buckets, queues = {}, {}, {}
+  local stored, buckets, index, queues = {}, {}, {}, {}
+  local used = 0
   for j = 1, #h, 2 do
     local f, v = h[j], h[j + 1]
     local p = string.sub(f, 1, 2)
     if p == 'b:' then
-      buckets[#buckets + 1] = { tonumber(string.sub(f, 3)), tonumber(v) }
+      local b = { tonumber(string.sub(f, 3)), tonumber(v) }
+      buckets[#buckets + 1] = b
+      index[b[1]] = b
+      if b[1] * BUCKET + LIVE > now then used = used + b[2] end
     elseif p == 'q:' then
       queues[string.sub(f, 3)] = v
     else
       stored[f] = v
     end
   end
-  table.sort(buckets, function(x, y) return x[1] < y[1] end)
   local s = { tat = tonumber(stored.tat) or now, pause = tonumber(stored.pause) or 0,
               iv = tonumber(ARGV[a]), tol = tonumber(ARGV[a + 1]), buckets = buckets,
+              index = index, sorted = false, dirty = {}, used = used,
               queues = queues, wcfg = tonumber(ARGV[a + 3]), wguess = ARGV[a + 4],
               forget = tonumber(ARGV[a + 5]) }
   if ARGV[a + 2] ~= '1' and stored.iv and stored.tol then
@@ -89,9 +95,22 @@ local function load(key, a)
   return s
 end
 
+-- Writes the state back: the changed buckets, and deletes those no longer counted by `now`
+-- (not by a slot's time: a slot reserved ahead does not end what still counts until then, as
+-- Window::record_at).
 local function store(key, s)
-  redis.call('HSET', key, 'tat', int(s.tat), 'pause', int(s.pause), 'iv', int(s.iv),
-             'tol', int(s.tol), 'wb', int(s.wb), 'wp', s.wp, 'wl', int(s.wl))
+  local fields = { 'tat', int(s.tat), 'pause', int(s.pause), 'iv', int(s.iv), 'tol', int(s.tol),
+                   'wb', int(s.wb), 'wp', s.wp, 'wl', int(s.wl) }
+  for n, _ in pairs(s.dirty) do
+    fields[#fields + 1] = 'b:' .. int(n)
+    fields[#fields + 1] = int(s.index[n][2])
+  end
+  redis.call('HSET', key, unpack(fields))
+  local gone = {}
+  for _, b in ipairs(s.buckets) do
+    if b[1] * BUCKET + LIVE <= now then gone[#gone + 1] = 'b:' .. int(b[1]) end
+  end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
   redis.call('PEXPIRE', key, ttl)
 end
 
@@ -103,19 +122,24 @@ local function used_at(s, t)
   return n
 end
 
--- Window::ready_at: the reserve rule.
-local function window_ready(s, t)
-  if s.wcfg <= 0 then return t end
+-- Window::ready_at at `now`: the reserve rule.
+local function window_ready(s)
+  if s.wcfg <= 0 then return now end
   local budget = s.wb
   local burst = burst_of(budget)
-  local n = used_at(s, t)
-  if n < burst then return t end
+  local n = s.used
+  -- Nothing counted near the budget: no walk over the buckets.
+  if n < burst then return now end
+  if not s.sorted then
+    table.sort(s.buckets, function(x, y) return x[1] < y[1] end)
+    s.sorted = true
+  end
   local f = nil
   if budget > burst then f = math.ceil(LIVE / (budget - burst)) end
-  local ready, older = t, 0
+  local ready, older = now, 0
   for _, b in ipairs(s.buckets) do
     local start = b[1] * BUCKET
-    if start + LIVE > t then
+    if start + LIVE > now then
       local expiry = start + LIVE
       local room = budget - n - 1 + older
       local r = nil
@@ -127,22 +151,25 @@ local function window_ready(s, t)
   return ready
 end
 
--- Window::record: counts a release at t; a guess half used doubles.
-local function window_record(key, s, t, count)
+-- Window::record: counts `count` releases at t (t >= now: all counted now); a guess half
+-- used doubles.
+local function window_record(s, t, count)
   if s.wcfg <= 0 then return end
   local n = math.floor(t / BUCKET)
-  redis.call('HINCRBY', key, 'b:' .. int(n), count)
-  local found = false
-  for _, b in ipairs(s.buckets) do
-    if b[1] == n then b[2] = b[2] + count; found = true end
+  local b = s.index[n]
+  if b then
+    b[2] = b[2] + count
+  else
+    b = { n, count }
+    local last = s.buckets[#s.buckets]
+    if last and last[1] > n then s.sorted = false end
+    s.buckets[#s.buckets + 1] = b
+    s.index[n] = b
   end
-  if not found then s.buckets[#s.buckets + 1] = { n, count } end
-  -- Counts that stop being counted by the call's `now` go (not those that stop by `t`: a slot
-  -- reserved ahead does not end what still counts until then), as Window::record_at.
-  for _, b in ipairs(s.buckets) do
-    if b[1] * BUCKET + LIVE <= now then redis.call('HDEL', key, 'b:' .. int(b[1])) end
-  end
-  if s.wp == '1' and used_at(s, t) * 2 >= s.wb then s.wb = s.wb * 2 end
+  s.dirty[n] = true
+  s.used = s.used + count
+  -- used_at(s, t) <= s.used: the walk only when it may matter.
+  if s.wp == '1' and s.used * 2 >= s.wb and used_at(s, t) * 2 >= s.wb then s.wb = s.wb * 2 end
 end
 
 -- Window::learn: the budget Notion's window admitted of ours.
@@ -169,23 +196,46 @@ end
 
 if op == 'reserve' or op == 'admit' then
   local replica, depth, resume = ARGV[4], tonumber(ARGV[5]), ARGV[6]
+  local want, horizon = tonumber(ARGV[7]), tonumber(ARGV[8])
+  if op == 'admit' then want = 1 end
   local states = {}
-  local go = now
   for i, key in ipairs(KEYS) do
-    local s = load(key, 7 + (i - 1) * 6)
+    local s = load(key, 9 + (i - 1) * 6)
     states[i] = s
     if resume == '1' then
       -- Back from the local share: what this replica sent alone is not in Redis; start as if
       -- the burst were spent (GCRA) and the window held a burst.
       s.tat = math.max(s.tat, now + s.tol)
-      local missing = burst_of(s.wb) - used_at(s, now)
-      if s.wcfg > 0 and missing > 0 then window_record(key, s, now, missing) end
+      local missing = burst_of(s.wb) - s.used
+      if s.wcfg > 0 and missing > 0 then window_record(s, now, missing) end
     end
-    local ready = math.max(s.tat - s.tol, s.pause, window_ready(s, now))
-    if ready > go then go = ready end
   end
-  local taken = 1
-  if op == 'admit' and go > now then taken = 0 end
+  -- The earliest instant every key allows.
+  local function earliest()
+    local go = now
+    for _, s in ipairs(states) do
+      local ready = math.max(s.tat - s.tol, s.pause, window_ready(s))
+      if ready > go then go = ready end
+    end
+    return go
+  end
+  local go = earliest()
+  local slots = {}
+  if op == 'reserve' or go <= now then
+    local at = go
+    while true do
+      slots[#slots + 1] = at
+      for _, s in ipairs(states) do
+        s.tat = math.max(s.tat, at) + s.iv
+        window_record(s, at, 1)
+      end
+      if #slots >= want then break end
+      at = earliest()
+      if at - now > horizon then break end
+    end
+  end
+  local taken = 0
+  if #slots > 0 then taken = 1 end
   -- Requests waiting on the other replicas, from their reports of the last 30 s.
   local others = 0
   for r, v in pairs(states[1] and states[1].queues or {}) do
@@ -195,21 +245,20 @@ if op == 'reserve' or op == 'admit' then
     end
   end
   if #KEYS > 0 then
-    redis.call('HSET', KEYS[1], 'q:' .. replica, int(depth) .. ':' .. int(now))
+    -- Those wanted beyond the slots taken still wait.
+    local waiting = depth + math.max(want - #slots, 0)
+    redis.call('HSET', KEYS[1], 'q:' .. replica, int(waiting) .. ':' .. int(now))
   end
   local out = { taken, int(go - now), others, int(go) }
   for i, key in ipairs(KEYS) do
     local s = states[i]
-    if taken == 1 then
-      s.tat = math.max(s.tat, go) + s.iv
-      window_record(key, s, go, 1)
-    end
     store(key, s)
     out[#out + 1] = int(s.iv)
-    out[#out + 1] = int(math.max(s.tat - s.tol, s.pause, window_ready(s, now), now) - now)
+    out[#out + 1] = int(math.max(s.tat - s.tol, s.pause, window_ready(s), now) - now)
     out[#out + 1] = int(s.wb)
-    out[#out + 1] = int(used_at(s, now))
+    out[#out + 1] = int(s.used)
   end
+  for j = 2, #slots do out[#out + 1] = int(slots[j]) end
   return out
 elseif op == 'pause' then
   local retry_after = tonumber(ARGV[4])

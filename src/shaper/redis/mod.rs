@@ -62,15 +62,14 @@ impl KeySpec {
     }
 }
 
-/// A slot taken in the shared budgets.
+/// Slots taken in the shared budgets by one call.
 #[derive(Debug, Clone)]
 pub struct Reservation {
-    /// How far ahead of the call the slot is.
-    pub wait: Duration,
     /// Requests waiting on the other replicas (for `max_wait` predictions).
     pub others_waiting: u32,
-    /// The slot, on Redis's clock: what a refund gives back.
-    pub slot: u64,
+    /// The slots, earliest first (at least one): how far ahead of the call each is, and the
+    /// slot on Redis's clock (what a refund gives back).
+    pub slots: Vec<(Duration, u64)>,
     /// Per key, in the order sent: what Redis holds of it.
     pub keys: Vec<RemoteKey>,
 }
@@ -204,13 +203,17 @@ impl RedisBudgets {
         }
     }
 
-    /// Takes the earliest slot every key allows. `waiting`: requests still waiting on this
-    /// replica after the one this slot is for.
-    /// `resume`: this replica worked on its local share since its last reservation of these
-    /// keys: Redis starts them as if their burst were spent.
+    /// Takes the earliest slot every key allows, and after it up to `want - 1` more while they
+    /// lie within `horizon` of the call (one round trip for a burst of requests; a tight
+    /// budget's slots are still taken one by one). `waiting`: requests still waiting on this
+    /// replica after the `want` these slots are for. `resume`: this replica worked on its local
+    /// share since its last reservation of these keys: Redis starts them as if their burst were
+    /// spent.
     pub async fn reserve(
         self: &Arc<Self>,
         keys: &[KeySpec],
+        want: usize,
+        horizon: Duration,
         waiting: usize,
         resume: bool,
     ) -> Result<Reservation, RedisCallError> {
@@ -220,14 +223,16 @@ impl RedisBudgets {
             .arg(KEY_TTL.as_millis() as u64)
             .arg(&self.replica)
             .arg(waiting as u64)
-            .arg(if resume { "1" } else { "0" });
+            .arg(if resume { "1" } else { "0" })
+            .arg(want.max(1) as u64)
+            .arg(horizon.as_micros() as u64);
         for k in keys {
             k.args(&mut inv);
         }
         let reply: Vec<i64> = self
             .call("reserve", inv.invoke_async(&mut self.conn.clone()))
             .await?;
-        parse_reservation(&reply, keys.len())
+        parse_reservation(&reply, keys.len(), want.max(1))
     }
 
     /// Notion pushed back: pause the keys for `retry_after` on every replica; `learn`: the 429
@@ -374,17 +379,29 @@ async fn probe(shared: std::sync::Weak<RedisBudgets>) {
     }
 }
 
-fn parse_reservation(reply: &[i64], keys: usize) -> Result<Reservation, RedisCallError> {
-    if reply.len() != 4 + 4 * keys || reply[0] != 1 {
+fn parse_reservation(
+    reply: &[i64],
+    keys: usize,
+    want: usize,
+) -> Result<Reservation, RedisCallError> {
+    let head = 4 + 4 * keys;
+    if reply.len() < head || reply.len() > head + want - 1 || reply[0] != 1 {
         return Err(RedisCallError::Malformed);
     }
     let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
     let count = |v: i64| u32::try_from(v.max(0)).unwrap_or(u32::MAX);
+    let (wait, first) = (micros(reply[1]), reply[3].max(0) as u64);
+    let mut slots = Vec::with_capacity(1 + reply.len() - head);
+    slots.push((wait, first));
+    // The later slots, on Redis's clock: as far ahead of the call as of the first, plus the wait.
+    for &s in &reply[head..] {
+        let s = s.max(0) as u64;
+        slots.push((wait + Duration::from_micros(s.saturating_sub(first)), s));
+    }
     Ok(Reservation {
-        wait: micros(reply[1]),
         others_waiting: count(reply[2]),
-        slot: reply[3].max(0) as u64,
-        keys: reply[4..]
+        slots,
+        keys: reply[4..head]
             .chunks(4)
             .map(|c| RemoteKey {
                 interval_us: c[0].max(1) as u64,

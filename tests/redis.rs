@@ -147,6 +147,9 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
     let mut window_bound = 0;
     let mut learned = 0;
     let mut batched = 0;
+    let mut idle = 0;
+    let mut refunded = 0;
+    let mut several = 0;
     for case in 0..60 {
         // Rates whose interval is a whole number of microseconds, as the script stores it.
         let rate = [1.0, 2.0, 2.5, 4.0, 5.0, 8.0, 10.0, 20.0][rng.usize(..8)];
@@ -165,6 +168,11 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
         };
         for _ in 0..80 {
             t += rng.i64(0..2 * iv);
+            // Now and then an idle spell: part of the window, or all of it, ends unseen.
+            if rng.u8(..40) == 0 {
+                t += rng.i64(20_000_000..100_000_000);
+                idle += 1;
+            }
             let now = base + Duration::from_micros(t as u64);
             let op = rng.u8(..10);
             let key_args = |inv: &mut redis::ScriptInvocation<'_>| {
@@ -286,6 +294,36 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
                 );
                 assert_eq!(reply[7], i64::from(w.used(now)), "case {case}: window used");
             }
+            // Slots nobody took go back (those due now: the dispatcher gives back kept slots
+            // once due), in one call, as that many refunds one after the other would.
+            let taken: Vec<i64> = if reserve {
+                std::iter::once(reply[3])
+                    .chain(reply[8..].iter().copied())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !taken.is_empty() && taken.iter().all(|s| *s == epoch_us + t) && rng.bool() {
+                let mut inv = script.prepare_invoke();
+                inv.key(&key)
+                    .arg("refund")
+                    .arg(epoch_us + t)
+                    .arg(60_000)
+                    .arg(taken.len());
+                for s in &taken {
+                    inv.arg(*s);
+                }
+                inv.arg(iv);
+                let _: Vec<i64> = inv.invoke_async(&mut conn).await.unwrap();
+                for _ in &taken {
+                    local.refund(now);
+                    if let Some(w) = window.as_mut() {
+                        w.unrecord(now);
+                    }
+                }
+                refunded += taken.len();
+                several += usize::from(taken.len() > 1);
+            }
             decisions += 1;
         }
     }
@@ -296,6 +334,9 @@ async fn the_script_decides_like_the_local_gcra_and_window() {
     );
     assert!(learned > 20, "only {learned} window 429s");
     assert!(batched > 300, "only {batched} later slots");
+    assert!(idle > 50, "only {idle} idle spells");
+    assert!(refunded > 20, "only {refunded} refunds");
+    assert!(several > 5, "only {several} refunds of several slots");
 }
 
 /// Two replicas, one token, one fake Notion that allows 5/s: together they send at 5/s, never
@@ -725,5 +766,75 @@ async fn replicas_share_one_window() {
     assert!(
         w["used"].as_u64().unwrap() >= 8,
         "every replica's releases: {s}"
+    );
+}
+
+/// A lone token's stream of requests on a loose budget: a call takes slots for the requests
+/// that follow too, so the stream costs fewer calls than requests; the slots nobody took are
+/// given back once kept too long, so Redis ends up counting exactly what was sent.
+#[tokio::test]
+#[ignore = "needs redis-server: cargo test --test redis -- --ignored"]
+async fn kept_slots_serve_the_next_requests_and_the_rest_go_back() {
+    let redis = RedisServer::start().await;
+    let notion = FakeNotion::start().await;
+    let mut cfg = replica(&notion, &redis, 1000.0, 1000);
+    cfg.limits.per_minute = 100_000;
+    let gw = TestGateway::start(cfg).await;
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..100 {
+        let req = gw
+            .request(Method::GET, &format!("/v1/users/{i}"))
+            .body(empty())
+            .unwrap();
+        assert_eq!(gw.send(req).await.status, 200);
+    }
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let calls: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no evalsha in {stats}"));
+    assert!(calls <= 75, "{calls} Redis calls for 100 requests");
+    // A lone request after a pause: its call takes a slot for a next one that does not come.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = gw
+        .request(Method::GET, "/v1/users/last")
+        .body(empty())
+        .unwrap();
+    assert_eq!(gw.send(req).await.status, 200);
+    // Kept slots expire after 20 ms and go back; then Redis counts what Notion received.
+    let sent = notion.received().len() as i64;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("test{}:token:*", redis.port))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let mut counted = 0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        counted = redis::cmd("HGET")
+            .arg(&keys[0])
+            .arg("wu")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if counted == sent {
+            break;
+        }
+    }
+    assert_eq!(
+        counted, sent,
+        "releases counted in Redis against requests sent"
     );
 }

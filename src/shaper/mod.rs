@@ -469,19 +469,31 @@ impl Shaper {
         let discover = matches!(lane.discovery, Discovery::Unknown { not_before } if not_before.is_none_or(|t| t <= now));
 
         // Fast path: nobody waits in the group and both budgets allow it now. Redis budgets
-        // are decided in Redis, by the dispatcher.
-        if inner.redis.is_none()
-            && group.waiting.is_empty()
-            && lane.budget.ready_at(now) <= now
-            && group
-                .workspace
-                .as_ref()
-                .is_none_or(|b| b.ready_at(now) <= now)
-        {
-            let _ = lane.budget.admit(now, false);
-            if let Some(b) = group.workspace.as_mut() {
-                let _ = b.admit(now, false);
-            }
+        // are decided in Redis: a lone token may hold a slot Redis granted that nobody took
+        // yet (`RemoteBudget::take_stock`), else the dispatcher asks.
+        let admitted = group.waiting.is_empty()
+            && match &inner.redis {
+                None => {
+                    let ready = lane.budget.ready_at(now) <= now
+                        && group
+                            .workspace
+                            .as_ref()
+                            .is_none_or(|b| b.ready_at(now) <= now);
+                    if ready {
+                        let _ = lane.budget.admit(now, false);
+                        if let Some(b) = group.workspace.as_mut() {
+                            let _ = b.admit(now, false);
+                        }
+                    }
+                    ready
+                }
+                Some(_) => {
+                    matches!(gid, GroupId::Solo(_))
+                        && lane.budget.paused_until(now).is_none()
+                        && lane.remote.as_mut().is_some_and(|r| r.take_stock(now))
+                }
+            };
+        if admitted {
             return Entry::Admitted(Ticket {
                 lane: lane_key,
                 route,
@@ -585,6 +597,9 @@ impl Shaper {
             return now + retry_after;
         };
         lane.pushbacks.count(limit);
+        if let Some(r) = lane.remote.as_mut() {
+            r.drop_stock();
+        }
         let group = st.groups.get_mut(&lane.group);
         let until = now + retry_after;
         // The budget paused, and how.

@@ -52,7 +52,7 @@ impl Drop for WaitGuard<'_> {
                     let keys = st.remote_keys(self.lane);
                     let s = s.clone();
                     tokio::spawn(async move {
-                        let _ = s.refund(&keys, slot).await;
+                        let _ = s.refund(&keys, &[slot]).await;
                     });
                 }
             }

@@ -10,6 +10,7 @@
 //! given back. A workspace's dispatcher reserves one slot at a time: its next slot may be for
 //! another lane, chosen when the previous one was handed over.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,14 @@ pub(in crate::shaper) struct RemoteBudget {
     pub fallback: Budget,
     /// [`RedisBudgets::epoch`] as this key last saw it: a change means a switch happened since.
     epoch: u64,
+    /// A lone token's slots that came due with nobody waiting, oldest first (when each was
+    /// due here, and the slot on Redis's clock): a request arriving within [`LEASE`] of one
+    /// takes it without a call (`take_stock`); the dispatcher gives back the others.
+    stock: VecDeque<(Instant, u64)>,
+    /// A finished dispatcher stays to give back the kept slots as they expire (one at a time).
+    reaping: bool,
+    /// When this replica last asked Redis for slots of this key.
+    last_call: Option<Instant>,
 }
 
 impl RemoteBudget {
@@ -50,7 +59,42 @@ impl RemoteBudget {
             window: None,
             fallback: budget.share(share, now),
             epoch,
+            stock: VecDeque::new(),
+            reaping: false,
+            last_call: None,
         }
+    }
+
+    /// Takes a kept slot for a request arriving at `now`, if one is due and was due less than
+    /// [`LEASE`] ago (those kept longer wait for the dispatcher to give them back).
+    pub fn take_stock(&mut self, now: Instant) -> bool {
+        self.pop_stock(now).is_some()
+    }
+
+    fn pop_stock(&mut self, now: Instant) -> Option<(Instant, u64)> {
+        match self.stock.front() {
+            Some(&(due, _)) if due <= now && now < due + LEASE => self.stock.pop_front(),
+            _ => None,
+        }
+    }
+
+    /// Forgets the kept slots (Notion pushed back: what was granted before must not go now).
+    pub fn drop_stock(&mut self) {
+        self.stock.clear();
+    }
+
+    /// Takes out the kept slots due [`LEASE`] or longer ago, to give back; and when the next
+    /// one is.
+    fn expired_stock(&mut self, now: Instant) -> (Vec<u64>, Option<Instant>) {
+        let mut gone = Vec::new();
+        while let Some(&(due, slot)) = self.stock.front() {
+            if now < due + LEASE {
+                break;
+            }
+            self.stock.pop_front();
+            gone.push(slot);
+        }
+        (gone, self.stock.front().map(|&(due, _)| due + LEASE))
     }
 
     /// This key as a call sends it; marks the current rate as written.
@@ -133,10 +177,12 @@ impl RemoteBudget {
 /// Most reservation calls of one lone token's dispatcher in flight at once.
 const PIPELINE: usize = 8;
 /// Most slots one call takes.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 /// A call takes a slot after its first only if it lies this close to the call: slots that
 /// follow each other within one timer tick or so, not a queue's worth of a slow budget.
 const HORIZON: Duration = Duration::from_millis(20);
+/// How long a lone token keeps a granted slot nobody waited for, for the next request.
+const LEASE: Duration = Duration::from_millis(20);
 
 /// What a Redis-budget dispatcher does next.
 enum Plan {
@@ -158,10 +204,12 @@ struct Call {
     lane: u64,
     keys: Vec<KeySpec>,
     want: usize,
-    /// Requests waiting on this replica after those `want`.
+    /// Requests waiting on this replica that no slot is on its way for.
     waiting: usize,
     /// The first reservation after a switch from the local share.
     resume: bool,
+    /// A lone token's call: slots due with nobody waiting are kept for the next requests.
+    keep: bool,
 }
 
 /// What the dispatcher has on its way: calls in flight and the slots they asked for or hold,
@@ -182,6 +230,7 @@ impl State {
         epoch: u64,
         in_flight: InFlight,
     ) -> Plan {
+        self.serve_stock(gid, now);
         let Some(group) = self.groups.get_mut(gid) else {
             return if in_flight.calls > 0 {
                 Plan::Enough
@@ -280,18 +329,28 @@ impl State {
         if let (Some(r), Some(b)) = (group.remote.as_mut(), group.workspace.as_ref()) {
             keys.push(r.spec(b));
         }
-        // A workspace's next slot may be another lane's: one at a time.
-        let want = if solo {
-            waiting.saturating_sub(in_flight.slots).clamp(1, BATCH)
-        } else {
-            1
+        // A lone token in a stream of requests (its last call less than [`LEASE`] ago) asks
+        // for twice the requests no slot is on its way for: the others are kept for those
+        // that follow, so a stream costs a call per batch, not per request; an occasional
+        // request takes one slot, not one and a refund. A workspace's next slot may be another
+        // lane's: one at a time.
+        let need = waiting.saturating_sub(in_flight.slots);
+        let streaming = lane
+            .remote
+            .as_mut()
+            .is_some_and(|r| r.last_call.replace(now).is_some_and(|t| now < t + LEASE));
+        let want = match (solo, streaming) {
+            (true, true) => (2 * need).clamp(1, BATCH),
+            (true, false) => need.clamp(1, BATCH),
+            (false, _) => 1,
         };
         Plan::Reserve(Call {
             lane: lane_key,
             keys,
             want,
-            waiting: waiting.saturating_sub(want + in_flight.slots),
+            waiting: need,
             resume,
+            keep: solo,
         })
     }
 
@@ -307,6 +366,81 @@ impl State {
                 remote.learn(b, r, 1, at);
             }
         }
+    }
+
+    /// Keeps slot `slot` of lone token `lane_key`, due at `due`, that nobody waited for; false
+    /// when the lane is gone (the slot is then given back).
+    fn keep_slot(&mut self, lane_key: u64, due: Instant, slot: u64) -> bool {
+        match self
+            .lanes
+            .get_mut(&lane_key)
+            .and_then(|l| l.remote.as_mut())
+        {
+            Some(r) => {
+                r.stock.push_back((due, slot));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a slot ahead of lone token `lane_key` if no request of it waits.
+    fn keep_if_idle(&mut self, lane_key: u64, due: Instant, slot: u64) -> bool {
+        self.lanes
+            .get(&lane_key)
+            .is_some_and(|l| l.queue.is_empty())
+            && self.keep_slot(lane_key, due, slot)
+    }
+
+    /// Hands lone token `gid`'s kept slots to requests that queued behind others meanwhile.
+    fn serve_stock(&mut self, gid: &GroupId, now: Instant) {
+        let GroupId::Solo(k) = *gid else {
+            return;
+        };
+        loop {
+            let Some(lane) = self.lanes.get_mut(&k) else {
+                return;
+            };
+            if lane.queue.is_empty() || lane.budget.paused_until(now).is_some() {
+                return;
+            }
+            let Some((due, slot)) = lane.remote.as_mut().and_then(|r| r.pop_stock(now)) else {
+                return;
+            };
+            if !self.hand_over(gid, k, now, PaidBy::Redis(slot)) {
+                if let Some(r) = self.lanes.get_mut(&k).and_then(|l| l.remote.as_mut()) {
+                    r.stock.push_front((due, slot));
+                }
+                return;
+            }
+        }
+    }
+
+    /// Takes out lone token `gid`'s kept slots that expired by `now`, with the keys to give
+    /// them back to, and when the next one expires. `start`: a dispatcher means to stay and
+    /// reap; `None` when another one already does.
+    fn reap_stock(
+        &mut self,
+        gid: &GroupId,
+        now: Instant,
+        start: bool,
+    ) -> Option<(Vec<KeySpec>, Vec<u64>, Option<Instant>)> {
+        let GroupId::Solo(k) = *gid else {
+            return None;
+        };
+        let keys = self.remote_keys(k);
+        let r = self.lanes.get_mut(&k)?.remote.as_mut()?;
+        if start {
+            if r.reaping || r.stock.is_empty() {
+                return None;
+            }
+            r.reaping = true;
+        }
+        let (gone, next) = r.expired_stock(now);
+        if next.is_none() {
+            r.reaping = false;
+        }
+        Some((keys, gone, next))
     }
 
     /// Hands the slot due at `now` to the next live waiter of `lane_key`; false when none is
@@ -398,7 +532,7 @@ pub(in crate::shaper) async fn run(
                 Plan::Enough => break,
                 Plan::Done => {
                     if in_flight.is_empty() {
-                        return;
+                        return reap(&inner, &gid, &redis).await;
                     }
                     break;
                 }
@@ -453,17 +587,50 @@ async fn reserve(
     let at = Instant::now();
     inner.lock().learn(&gid, call.lane, &r, at);
     done(call.want.saturating_sub(r.slots.len()));
+    let mut back = Vec::new();
     for (wait, slot) in r.slots {
-        // A timer rounds up to the next millisecond: only sleep for a slot ahead.
+        let due = at + wait;
+        // A timer rounds up to the next millisecond: only sleep for a slot ahead, and not for
+        // one a lone token keeps because nobody waits for it (a request that comes takes it
+        // once due, without the timer's delay).
         if !wait.is_zero() {
-            tokio::time::sleep_until(at + wait).await;
+            if call.keep && inner.lock().keep_if_idle(call.lane, due, slot) {
+                done(1);
+                continue;
+            }
+            tokio::time::sleep_until(due).await;
         }
-        let handed = inner
-            .lock()
-            .hand_over(&gid, call.lane, Instant::now(), PaidBy::Redis(slot));
+        let now = Instant::now();
+        let mut st = inner.lock();
+        let taken = st.hand_over(&gid, call.lane, now, PaidBy::Redis(slot))
+            || (call.keep && st.keep_slot(call.lane, due, slot));
+        drop(st);
         done(1);
-        if !handed {
-            let _ = redis.refund(&call.keys, slot).await;
+        if !taken {
+            back.push(slot);
+        }
+    }
+    if !back.is_empty() {
+        let _ = redis.refund(&call.keys, &back).await;
+    }
+}
+
+/// A finished lone token's dispatcher: gives back its kept slots as they expire, unless another
+/// one already does.
+async fn reap(inner: &Inner, gid: &GroupId, redis: &Arc<RedisBudgets>) {
+    let mut start = true;
+    loop {
+        let reaped = inner.lock().reap_stock(gid, Instant::now(), start);
+        let Some((keys, gone, next)) = reaped else {
+            return;
+        };
+        start = false;
+        if !gone.is_empty() {
+            let _ = redis.refund(&keys, &gone).await;
+        }
+        match next {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => return,
         }
     }
 }

@@ -205,10 +205,10 @@ impl RedisBudgets {
 
     /// Takes the earliest slot every key allows, and after it up to `want - 1` more while they
     /// lie within `horizon` of the call (one round trip for a burst of requests; a tight
-    /// budget's slots are still taken one by one). `waiting`: requests still waiting on this
-    /// replica after the `want` these slots are for. `resume`: this replica worked on its local
-    /// share since its last reservation of these keys: Redis starts them as if their burst were
-    /// spent.
+    /// budget's slots are still taken one by one). `waiting`: requests waiting on this replica
+    /// that no slot is on its way for (the slots taken serve as many of them). `resume`: this
+    /// replica worked on its local share since its last reservation of these keys: Redis
+    /// starts them as if their burst were spent.
     pub async fn reserve(
         self: &Arc<Self>,
         keys: &[KeySpec],
@@ -265,17 +265,20 @@ impl RedisBudgets {
             .collect())
     }
 
-    /// Gives back the reserved `slot` nobody took.
+    /// Gives back reserved `slots` nobody took.
     pub async fn refund(
         self: &Arc<Self>,
         keys: &[KeySpec],
-        slot: u64,
+        slots: &[u64],
     ) -> Result<(), RedisCallError> {
         let mut inv = self.script.prepare_invoke();
         inv.arg("refund")
             .arg("")
             .arg(KEY_TTL.as_millis() as u64)
-            .arg(slot);
+            .arg(slots.len() as u64);
+        for s in slots {
+            inv.arg(*s);
+        }
         for k in keys {
             inv.key(&*k.key).arg(k.interval_us);
         }

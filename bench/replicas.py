@@ -9,8 +9,9 @@
 2. Cost: examples/loadgen against the static upstream through a gateway with the local
    backend and through one with the Redis backend (window and rate raised so nothing waits), one
    after the other, three rounds, with 1 connection (the added latency of one admitted
-   request: a Redis round trip) and with 32 (a lone token asks for up to 32 slots per call, up to 8 calls in flight per replica);
-   prints req/s and p50/p99 and their ratios (redis / local).
+   request: a Redis call) and with 32 (a lone token's call takes slots for the requests that
+   follow too); prints req/s and p50/p99 and their ratios (redis / local), and the script
+   calls Redis ran for the Redis gateway's requests (INFO commandstats).
 
     cargo build --release --bins --examples
     python3 bench/replicas.py          # needs redis-server; about 60 s
@@ -19,6 +20,7 @@ import asyncio
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +29,11 @@ import urllib.request
 from common import RELEASE, ROOT, free_port, load, require_built, start, stop, wait_listening
 FAKE = ROOT / "bench/fake_notion.py"
 TOKEN = "ntn_replicas_bench_token"
+
+
+def redis_cli(port, *args):
+    return subprocess.run(["redis-cli", "-p", str(port), *args], check=True,
+                          capture_output=True, text=True).stdout
 
 
 def gateway(port, upstream, env):
@@ -103,7 +110,9 @@ def main():
             targets[name] = p
             load(p, 32, 1)
         med = {}
+        calls = {}
         for conns in (1, 32):
+            redis_cli(rport, "CONFIG", "RESETSTAT")
             runs = {n: [] for n in targets}
             for rnd in range(3):
                 for name, p in targets.items():
@@ -113,6 +122,19 @@ def main():
                           f"  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms", flush=True)
             m = {n: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms")}
                  for n, rs in runs.items()}
+            # Only the Redis gateway calls Redis: its script calls against its requests.
+            cmdstats = redis_cli(rport, "INFO", "commandstats")
+            n_calls = next((int(l.split("calls=")[1].split(",")[0]) for l in cmdstats.splitlines()
+                            if l.startswith("cmdstat_evalsha:")), 0)
+            usec = next((float(l.split("usec_per_call=")[1].split(",")[0])
+                         for l in cmdstats.splitlines() if l.startswith("cmdstat_evalsha:")), 0.0)
+            reqs = sum(r["requests"] for r in runs["redis"])
+            calls[conns] = {"script_calls": n_calls, "requests": reqs,
+                            "requests_per_call": round(reqs / max(n_calls, 1), 1),
+                            "usec_per_call": usec}
+            print(f"{conns:2d} connection(s), redis: {n_calls} script calls for {reqs} requests "
+                  f"({reqs / max(n_calls, 1):.1f} per call), {usec:.1f} us per call in Redis",
+                  flush=True)
             med[conns] = m
             lo, re_ = m["local"], m["redis"]
             print(f"redis / local, {conns} connection(s), medians of 3 rounds: req/s "
@@ -122,7 +144,7 @@ def main():
         print(json.dumps({"shape": {"ok": ok, "upstream_429": stats["totals"].get("sent_429", 0),
                                     "makespan_s": round(makespan, 3),
                                     "utilization": round(ideal / makespan, 3)},
-                          "load_medians": med}))
+                          "load_medians": med, "redis_calls": calls}))
     finally:
         for p in reversed(procs):
             stop(p)

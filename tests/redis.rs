@@ -80,6 +80,15 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The token keys the replicas of `replica` wrote.
+    async fn token_keys(&self, conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(format!("test{}:token:*", self.port))
+            .query_async(conn)
+            .await
+            .unwrap()
+    }
+
     async fn conn(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(self.url())
             .unwrap()
@@ -570,11 +579,7 @@ async fn replicas_serve_on_their_local_share_while_redis_is_down() {
     }
     // Shared again: the new Redis holds the token's budget, written by the reloaded script.
     let mut conn = redis.conn().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("test{}:token:*", redis.port))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.token_keys(&mut conn).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(
         !keys[0].contains("ntn_"),
@@ -814,11 +819,7 @@ async fn kept_slots_serve_the_next_requests_and_the_rest_go_back() {
     assert_eq!(gw.send(req).await.status, 200);
     // Kept slots expire after 20 ms and go back; then Redis counts what Notion received.
     let sent = notion.received().len() as i64;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("test{}:token:*", redis.port))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.token_keys(&mut conn).await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     let mut counted = 0;
     for _ in 0..40 {

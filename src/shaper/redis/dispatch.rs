@@ -43,6 +43,8 @@ pub(in crate::shaper) struct RemoteBudget {
     /// due here, and the slot on Redis's clock): a request arriving within [`LEASE`] of one
     /// takes it without a call (`take_stock`); the dispatcher gives back the others.
     stock: VecDeque<(Instant, u64)>,
+    /// Kept slots that expired, to give back with the next refund.
+    expired: Vec<u64>,
     /// A finished dispatcher stays to give back the kept slots as they expire (one at a time).
     reaping: bool,
     /// When this replica last asked Redis for slots of this key.
@@ -60,6 +62,7 @@ impl RemoteBudget {
             fallback: budget.share(share, now),
             epoch,
             stock: VecDeque::new(),
+            expired: Vec::new(),
             reaping: false,
             last_call: None,
         }
@@ -72,9 +75,22 @@ impl RemoteBudget {
     }
 
     fn pop_stock(&mut self, now: Instant) -> Option<(Instant, u64)> {
+        self.set_aside_expired(now);
         match self.stock.front() {
-            Some(&(due, _)) if due <= now && now < due + LEASE => self.stock.pop_front(),
+            Some(&(due, _)) if due <= now => self.stock.pop_front(),
             _ => None,
+        }
+    }
+
+    /// Moves the kept slots due [`LEASE`] or longer ago (the first ones: the stock is in due
+    /// order) to those to give back.
+    fn set_aside_expired(&mut self, now: Instant) {
+        while let Some(&(due, slot)) = self.stock.front() {
+            if now < due + LEASE {
+                break;
+            }
+            self.stock.pop_front();
+            self.expired.push(slot);
         }
     }
 
@@ -86,15 +102,11 @@ impl RemoteBudget {
     /// Takes out the kept slots due [`LEASE`] or longer ago, to give back; and when the next
     /// one is.
     fn expired_stock(&mut self, now: Instant) -> (Vec<u64>, Option<Instant>) {
-        let mut gone = Vec::new();
-        while let Some(&(due, slot)) = self.stock.front() {
-            if now < due + LEASE {
-                break;
-            }
-            self.stock.pop_front();
-            gone.push(slot);
-        }
-        (gone, self.stock.front().map(|&(due, _)| due + LEASE))
+        self.set_aside_expired(now);
+        (
+            std::mem::take(&mut self.expired),
+            self.stock.front().map(|&(due, _)| due + LEASE),
+        )
     }
 
     /// This key as a call sends it; marks the current rate as written.
@@ -377,7 +389,9 @@ impl State {
             .and_then(|l| l.remote.as_mut())
         {
             Some(r) => {
-                r.stock.push_back((due, slot));
+                // In due order: a call's future slots are kept at once, others after a sleep.
+                let at = r.stock.partition_point(|&(d, _)| d <= due);
+                r.stock.insert(at, (due, slot));
                 true
             }
             None => false,
@@ -441,6 +455,16 @@ impl State {
             r.reaping = false;
         }
         Some((keys, gone, next))
+    }
+
+    /// Lone token `gid`'s kept slots that expired by `now`, with the keys to give them back to.
+    fn expired_stock(&mut self, gid: &GroupId, now: Instant) -> Option<(Vec<KeySpec>, Vec<u64>)> {
+        let GroupId::Solo(k) = *gid else {
+            return None;
+        };
+        let keys = self.remote_keys(k);
+        let (gone, _) = self.lanes.get_mut(&k)?.remote.as_mut()?.expired_stock(now);
+        (!gone.is_empty()).then_some((keys, gone))
     }
 
     /// Hands the slot due at `now` to the next live waiter of `lane_key`; false when none is
@@ -563,6 +587,14 @@ pub(in crate::shaper) async fn run(
         // A call has handed over its slots (or failed: degraded now, logged by
         // `RedisBudgets`, and the next plan uses the local share).
         let _ = in_flight.next().await;
+        // Kept slots that expired while this dispatcher works go back now, not when it ends.
+        let expired = inner.lock().expired_stock(&gid, Instant::now());
+        if let Some((keys, gone)) = expired {
+            let redis = redis.clone();
+            tokio::spawn(async move {
+                let _ = redis.refund(&keys, &gone).await;
+            });
+        }
     }
 }
 

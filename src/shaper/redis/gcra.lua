@@ -344,9 +344,17 @@ elseif op == 'refund' then
   local count = tonumber(ARGV[4])
   for i, key in ipairs(KEYS) do
     local iv = tonumber(ARGV[4 + count + i])
+    -- The GCRA gets back an interval only for a slot less than an interval old: since it was
+    -- taken, tat stayed ahead of now, so lowering it is exactly as if it was never taken. An
+    -- older slot's interval may have passed while the key idled: giving it back would let
+    -- the next requests go early. Its window count goes back either way.
+    local credit = 0
+    for j = 1, count do
+      if tonumber(ARGV[4 + j]) + iv > now then credit = credit + 1 end
+    end
     local tat = tonumber(redis.call('HGET', key, 'tat'))
-    if tat then
-      redis.call('HSET', key, 'tat', int(math.max(tat - count * iv, now)))
+    if tat and credit > 0 then
+      redis.call('HSET', key, 'tat', int(math.max(tat - credit * iv, now)))
     end
     local back = 0
     for j = 1, count do

@@ -445,7 +445,7 @@ impl State {
         let keys = self.remote_keys(k);
         let r = self.lanes.get_mut(&k)?.remote.as_mut()?;
         if start {
-            if r.reaping || r.stock.is_empty() {
+            if r.reaping || (r.stock.is_empty() && r.expired.is_empty()) {
                 return None;
             }
             r.reaping = true;

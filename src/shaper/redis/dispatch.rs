@@ -599,7 +599,8 @@ pub(in crate::shaper) async fn run(
 }
 
 /// One reservation call for `lane`: the Redis call, what it taught, and for each slot the
-/// sleep until it and the hand-over (or the refund, when nobody waits any more). `slots`
+/// sleep until it and the hand-over (a lone token keeps one nobody waits for; others are given
+/// back in one refund at the end). `slots`
 /// counts down each slot asked for as it is handed over, given back, or not granted.
 async fn reserve(
     inner: Arc<Inner>,

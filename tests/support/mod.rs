@@ -41,6 +41,15 @@ pub fn config_for(notion: &FakeNotion) -> Config {
     cfg
 }
 
+/// The values of the `integration` label in a `/metrics` text.
+pub fn integration_labels(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.split_once("integration=\""))
+        .filter_map(|(_, rest)| rest.split_once('"'))
+        .map(|(v, _)| v.to_string())
+        .collect()
+}
+
 /// SHA-256 of a (fake) token or key, as the configuration holds it.
 pub fn sha256(secret: &str) -> [u8; 32] {
     sha2::Digest::finalize(sha2::Digest::chain_update(

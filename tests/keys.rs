@@ -82,7 +82,9 @@ async fn get_as(gw: &TestGateway, path: &str, bearer: &str) -> Resp {
 #[tokio::test]
 async fn a_keys_request_reaches_notion_with_the_integrations_token_and_never_the_key() {
     let notion = FakeNotion::start().await;
-    let gw = TestGateway::start(config(&notion, "open")).await;
+    // A key name no other test of this binary uses: the metrics recorder is process-wide, and
+    // the per-key counter below must count this test's request only.
+    let gw = TestGateway::start(config_with(&notion, "open", &[("dora", ALICE, "")])).await;
     let r = get_as(&gw, "/v1/users/me", ALICE).await;
     assert_eq!(r.status, 200);
     let got = notion.received();
@@ -104,18 +106,20 @@ async fn a_keys_request_reaches_notion_with_the_integrations_token_and_never_the
         "{text}"
     );
     let keys = status.json()["access"]["keys"].clone();
-    let alice = keys
+    let dora = keys
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["name"] == "alice")
+        .find(|k| k["name"] == "dora")
         .cloned()
         .unwrap();
-    assert_eq!(alice["integration"], "sync-job");
-    assert_eq!(alice["requests"], 1);
+    assert_eq!(dora["integration"], "sync-job");
+    assert_eq!(dora["requests"], 1);
     let metrics = String::from_utf8_lossy(&gw.get("/metrics").await.body).into_owned();
     assert!(
-        metrics.contains("notion_gateway_key_requests_total{key=\"alice\",status=\"200\"} 1"),
+        metrics
+            .lines()
+            .any(|l| l == "notion_gateway_key_requests_total{key=\"dora\",status=\"200\"} 1"),
         "{metrics}"
     );
     assert!(!metrics.contains(ALICE));

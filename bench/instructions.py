@@ -24,6 +24,16 @@ it, so build with
 (the same code: `strip` only drops the symbol table at the link). With fat LTO much is inlined:
 a function's cost is counted in the group of the outermost function it was inlined into
 (tracing's field visitor, for one, runs inside `notion_gateway::telemetry`).
+
+With --by-source, also prints where the instructions go by the source line they come from,
+inlined code included: summed per crate (the registry directory a file is in), the standard
+library, libc, and each of the gateway's own files. This needs line tables; build them into a
+separate target directory and point the script at it:
+
+    CARGO_TARGET_DIR=target/lines CARGO_PROFILE_RELEASE_STRIP=false \
+      CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --bins --examples
+    python3 bench/instructions.py --by-source --only gateway,bare_hyper_proxy \
+      --gateway target/lines/release/notion-gateway --bare target/lines/release/examples/bare_proxy
 """
 import argparse
 import http.client
@@ -146,6 +156,80 @@ def self_costs(dump):
     return costs
 
 
+def source_costs(dump):
+    """Self cost (Ir) per (source file, function) from a callgrind dump: `fl=` names a
+    function's file, `fi=`/`fe=` the file of the inlined lines that follow (until the next
+    function). Files and functions are compressed in separate name spaces."""
+    files, fns, costs = {}, {}, {}
+    name_re = re.compile(r"^\((\d+)\)(?: (.*))?$")
+
+    def named(space, ref):
+        m = name_re.match(ref)
+        if not m:
+            return ref
+        if m.group(2) is not None:
+            space[m.group(1)] = m.group(2)
+        return space.get(m.group(1), ref)
+
+    def file_of(ref):
+        return named(files, ref)
+
+    fn, fn_file, cur, skip = "???", "???", "???", False
+    with open(dump, errors="replace") as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("fl="):
+                fn_file = cur = file_of(line[3:])
+            elif line.startswith(("fi=", "fe=")):
+                cur = file_of(line[3:])
+            elif line.startswith("fn="):
+                fn, cur = named(fns, line[3:]), fn_file
+            elif line.startswith(("cfi=", "cfl=")):
+                file_of(line[4:])  # defines a compressed name
+            elif line.startswith("cfn="):
+                named(fns, line[4:])
+            elif line.startswith("calls="):
+                skip = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if skip:
+                    skip = False
+                    continue
+                parts = line.split()
+                if len(parts) > 1:
+                    costs[(cur, fn)] = costs.get((cur, fn), 0) + int(parts[1])
+    return costs
+
+
+def source_bucket(path):
+    """A crate's name for a file in the cargo registry, `src/...` for the gateway's own files."""
+    m = re.search(r"/registry/src/[^/]+/([^/]+?)-\d+\.\d+[^/]*/", path)
+    if m:
+        return m.group(1)
+    if "/rustc/" in path or path.startswith("/rust/deps/"):
+        return "std"
+    root = str(ROOT) + "/"
+    if path.startswith(root):
+        return path[len(root):]
+    if re.search(r"^\./(malloc|string)/", path):
+        return "libc " + ("malloc" if "malloc" in path else "memcpy/memcmp")
+    if path.startswith("./") or path.startswith("/usr/"):
+        return "libc (other)"
+    return "no line table (" + path + ")"
+
+
+def by_source(dump, requests):
+    """Self cost per request by source: a crate, libc, one of the gateway's files; the standard
+    library's generic code (inlined everywhere) by the group of the function it ran in."""
+    sums = {}
+    for (path, fn), ir in source_costs(dump).items():
+        b = source_bucket(path)
+        if b == "std":
+            group = next((n for n, pat in GROUPS if re.search(pat, fn)), "other")
+            b = f"std/core/alloc, in {group}"
+        sums[b] = sums.get(b, 0) + ir
+    return {b: v / requests for b, v in sums.items()}
+
+
 def groups(dump, requests):
     """Self cost per group of function names, per request, from a callgrind dump."""
     sums = {name: 0 for name, _ in GROUPS}
@@ -200,6 +284,9 @@ def main():
                     help="also print instructions per request by group of functions")
     ap.add_argument("--top", type=int, default=0,
                     help="with --groups: also list each group's N costliest functions")
+    ap.add_argument("--by-source", action="store_true",
+                    help="also print instructions per request by source file and crate "
+                         "(needs a build with line tables, see above)")
     ap.add_argument("--keep", default="",
                     help="copy the callgrind dumps into this directory (for callgrind_annotate)")
     ap.add_argument("--only", default="",
@@ -229,6 +316,7 @@ def main():
         variants = [v for v in variants if v[0] in keep]
     results = {}
     tables = {}
+    sources = {}
     with tempfile.TemporaryDirectory(prefix="ngw-instructions-") as tmp:
         for name, cmd, env in variants:
             if not Path(cmd[0]).exists():
@@ -239,6 +327,8 @@ def main():
             print(f"{name:18s} {per_req:10.0f} instructions/request", flush=True)
             if a.groups:
                 tables[name] = groups(dump, a.requests)
+            if a.by_source:
+                sources[name] = by_source(dump, a.requests)
             if a.keep:
                 Path(a.keep).mkdir(parents=True, exist_ok=True)
                 shutil.copy(dump, Path(a.keep) / f"{name}.cg")
@@ -260,6 +350,23 @@ def main():
                         print(f"  {g}")
                         for ir, f in fs:
                             print(f"    {ir / a.requests:8,.0f}  {f[:150]}")
+    if sources:
+        names = list(sources)
+        rows = sorted({b for t in sources.values() for b in t},
+                      key=lambda b: -max(t.get(b, 0) for t in sources.values()))
+        own = [b for b in rows if b.startswith(("src/", "examples/"))]
+        print()
+        print("| source (self cost, instructions / request) | " + " | ".join(names) + " |")
+        print("| --- |" + " --- |" * len(names))
+        cell = lambda n, b: f"{sources[n].get(b, 0):,.0f}"
+        for b in [b for b in rows if b not in own]:
+            if max(t.get(b, 0) for t in sources.values()) >= 50:
+                print(f"| {b} | " + " | ".join(cell(n, b) for n in names) + " |")
+        print("| own source lines (all files below) | " + " | ".join(
+            f"{sum(sources[n].get(b, 0) for b in own):,.0f}" for n in names) + " |")
+        for b in own:
+            if max(t.get(b, 0) for t in sources.values()) >= 20:
+                print(f"| {b} | " + " | ".join(cell(n, b) for n in names) + " |")
     if "gateway" in results and "bare_hyper_proxy" in results:
         print(f"gateway / bare hyper proxy: {results['gateway'] / results['bare_hyper_proxy']:.2f}x")
     print(json.dumps({"requests": a.requests, "instructions_per_request": results}))

@@ -121,46 +121,14 @@ GROUPS = [
 ]
 
 
-def self_costs(dump):
-    """Self cost (Ir) per function from a callgrind dump: every cost line of a function but the
-    inclusive costs of its calls (the line after `calls=`). callgrind_annotate is not used: it
-    counts the calls still in progress at the dump (main, the runtime's loop) as self cost."""
-    names, costs = {}, {}
-    fn, skip = None, False
-    name_re = re.compile(r"^\((\d+)\)(?: (.*))?$")
-
-    def name_of(ref):
-        m = name_re.match(ref)
-        if not m:
-            return ref
-        if m.group(2) is not None:
-            names[m.group(1)] = m.group(2)
-        return names.get(m.group(1), ref)
-
-    with open(dump, errors="replace") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            if line.startswith("fn="):
-                fn = name_of(line[3:])
-            elif line.startswith("cfn="):
-                name_of(line[4:])  # defines a compressed name
-            elif line.startswith("calls="):
-                skip = True
-            elif line[:1].isdigit() or line[:1] in "+-*":
-                if skip:
-                    skip = False
-                    continue
-                parts = line.split()
-                if fn is not None and len(parts) > 1:
-                    costs[fn] = costs.get(fn, 0) + int(parts[1])
-    return costs
-
-
-def source_costs(dump):
-    """Self cost (Ir) per (source file, function) from a callgrind dump: `fl=` names a
+def cost_lines(dump):
+    """The self costs (Ir) in a callgrind dump, as (source file, function, Ir): every cost line
+    of a function but the inclusive costs of its calls (the line after `calls=`). `fl=` names a
     function's file, `fi=`/`fe=` the file of the inlined lines that follow (until the next
-    function). Files and functions are compressed in separate name spaces."""
-    files, fns, costs = {}, {}, {}
+    function); files and functions are compressed in separate name spaces. callgrind_annotate is
+    not used: it counts the calls still in progress at the dump (main, the runtime's loop) as
+    self cost."""
+    files, fns = {}, {}
     name_re = re.compile(r"^\((\d+)\)(?: (.*))?$")
 
     def named(space, ref):
@@ -171,21 +139,18 @@ def source_costs(dump):
             space[m.group(1)] = m.group(2)
         return space.get(m.group(1), ref)
 
-    def file_of(ref):
-        return named(files, ref)
-
-    fn, fn_file, cur, skip = "???", "???", "???", False
+    fn, fn_file, cur, skip = None, "???", "???", False
     with open(dump, errors="replace") as f:
         for line in f:
             line = line.rstrip("\n")
             if line.startswith("fl="):
-                fn_file = cur = file_of(line[3:])
+                fn_file = cur = named(files, line[3:])
             elif line.startswith(("fi=", "fe=")):
-                cur = file_of(line[3:])
+                cur = named(files, line[3:])
             elif line.startswith("fn="):
                 fn, cur = named(fns, line[3:]), fn_file
             elif line.startswith(("cfi=", "cfl=")):
-                file_of(line[4:])  # defines a compressed name
+                named(files, line[4:])  # defines a compressed name
             elif line.startswith("cfn="):
                 named(fns, line[4:])
             elif line.startswith("calls="):
@@ -195,8 +160,23 @@ def source_costs(dump):
                     skip = False
                     continue
                 parts = line.split()
-                if len(parts) > 1:
-                    costs[(cur, fn)] = costs.get((cur, fn), 0) + int(parts[1])
+                if fn is not None and len(parts) > 1:
+                    yield cur, fn, int(parts[1])
+
+
+def self_costs(dump):
+    """Self cost (Ir) per function."""
+    costs = {}
+    for _, fn, ir in cost_lines(dump):
+        costs[fn] = costs.get(fn, 0) + ir
+    return costs
+
+
+def source_costs(dump):
+    """Self cost (Ir) per (source file, function)."""
+    costs = {}
+    for path, fn, ir in cost_lines(dump):
+        costs[(path, fn)] = costs.get((path, fn), 0) + ir
     return costs
 
 

@@ -317,8 +317,8 @@ impl tower::Service<Uri> for Connector {
 pin_project_lite::pin_project! {
     /// The TCP stream to the upstream, as hyper-util's, minus the connection's addresses:
     /// hyper-util's `TcpStream` reports them (`HttpInfo`), and the pool then inserts a copy
-    /// into every response's extensions — a map and a box allocated and freed per request
-    /// (~0.6k instructions) for something the gateway never reads.
+    /// into every response's extensions — a map and a box allocated and freed per request,
+    /// for something the gateway never reads (README, "Instructions per request").
     pub struct Tcp {
         #[pin]
         inner: TokioIo<TcpStream>,
